@@ -1,0 +1,1 @@
+//! Configuration: defaults < `discord-bridge.toml` < environment.

@@ -1,0 +1,1 @@
+//! The async shell: sockets, timers, NATS, tasks.

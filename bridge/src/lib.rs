@@ -1,0 +1,23 @@
+//! discord-bridge: holds Discord Gateway sessions and publishes their events
+//! to NATS (JetStream by default), so that sandboxed bots — Astrid WASM
+//! capsules first of all — get Discord events without opening a socket.
+//!
+//! Layout:
+//! * [`gateway`] — the protocol as a pure state machine (no sockets, no
+//!   clock): heartbeats, identify/resume, close codes, backoff, rate limits,
+//!   normalization of dispatches into agent events;
+//! * [`codec`] — transport decompression (`zlib-stream`, `zstd-stream`);
+//! * [`io`] — the async shell around the machine: WebSocket, NATS publisher,
+//!   shard supervisor;
+//! * [`config`] — figment configuration (defaults < TOML < environment);
+//! * [`sim`] — a scriptable fake Discord gateway for the demo and the tests;
+//! * [`secret`] — the redacting wrapper for tokens and credentials.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod config;
+pub mod gateway;
+pub mod io;
+pub mod secret;
+pub mod sim;

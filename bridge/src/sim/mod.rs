@@ -1,0 +1,1 @@
+//! A scriptable fake Discord gateway (WebSocket + `GET /gateway/bot`).

@@ -1,0 +1,27 @@
+//! Wire contracts of discord-bridge: the NATS subjects it publishes on, the
+//! headers every event carries, and the JSON shapes of agent and status events.
+//!
+//! Everything here is part of a public contract that the Astrid Discord
+//! capsule, the astridd adapter and operators' scripts depend on, so it lives
+//! in its own small crate with no runtime dependencies.
+//!
+//! Layout:
+//! * [`subject`] — subject builders (`{prefix}.agent.events`, …) and the
+//!   JetStream message id;
+//! * [`header`] — header names attached to every published event;
+//! * [`agent`] — the agent event envelope (`{"type","source","payload"}`);
+//! * [`status`] — lifecycle status events published per shard.
+//!
+//! # Versioning rule
+//! Fields are only ever added, never removed or renamed, and the meaning of an
+//! existing field never changes. Consumers must ignore fields they do not know.
+
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod header;
+pub mod status;
+pub mod subject;
+
+pub use agent::{AgentEvent, AgentEventKind, Author, MessagePayload};
+pub use status::{ShardState, StatusEvent};
