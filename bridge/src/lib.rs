@@ -17,7 +17,12 @@
 
 pub mod codec;
 pub mod config;
+pub mod error;
 pub mod gateway;
 pub mod io;
 pub mod secret;
 pub mod sim;
+
+pub use config::Config;
+pub use error::RunError;
+pub use io::run;

@@ -1,1 +1,199 @@
 //! Configuration: defaults < `discord-bridge.toml` < environment.
+//!
+//! The typed [`Config`] is what the rest of the bridge reads. Every key has
+//! exactly one environment variable (the table in [`keys`]); those names are a
+//! public contract (DESIGN §3.1) that deployment scripts depend on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::codec::Compression;
+use crate::gateway::{Intents, ShardSpec};
+use crate::secret::Secret;
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The Discord side.
+    pub discord: DiscordConfig,
+    /// The NATS side.
+    pub nats: NatsConfig,
+}
+
+/// How to reach Discord and which session to hold.
+#[derive(Debug, Clone)]
+pub struct DiscordConfig {
+    /// The bot token (`discord.token`, `DISCORD_BOT_TOKEN`); required by `run`.
+    pub token: Option<Secret>,
+    /// Gateway intents (`discord.intents`).
+    pub intents: Intents,
+    /// REST API base, without trailing slash (`discord.api_base`).
+    pub api_base: String,
+    /// Fixed gateway URL; when set, `GET /gateway/bot` is skipped
+    /// (`discord.gateway_url`).
+    pub gateway_url: Option<String>,
+    /// Accept `ws://` and non-`discord.gg` gateway and resume URLs; for the
+    /// simulator and tests only (`discord.allow_insecure_gateway`).
+    pub allow_insecure_gateway: bool,
+    /// Transport compression (`discord.compression`).
+    pub compression: Compression,
+    /// Which shards this process runs (`discord.shards`).
+    pub shards: ShardSpec,
+    /// Payloads larger than this (decompressed) are dropped with a warning
+    /// (`discord.max_frame_bytes`).
+    pub max_frame_bytes: usize,
+    /// First reconnect backoff step (`discord.backoff_base_ms`).
+    pub backoff_base: Duration,
+    /// Largest reconnect backoff (`discord.backoff_max_ms`).
+    pub backoff_max: Duration,
+}
+
+/// How to reach NATS and where to publish.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// Server URLs (`nats.url`, comma-separated).
+    pub urls: Vec<String>,
+    /// Credentials file (`nats.creds_file`).
+    pub creds_file: Option<PathBuf>,
+    /// User name (`nats.user`); goes with `password`.
+    pub user: Option<String>,
+    /// Password (`nats.password`).
+    pub password: Option<Secret>,
+    /// Token (`nats.token`).
+    pub token: Option<Secret>,
+    /// NKey seed (`nats.nkey_seed`).
+    pub nkey_seed: Option<Secret>,
+    /// CA certificate file to trust (`nats.tls_ca`).
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate file (`nats.tls_cert`); goes with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// Client key file (`nats.tls_key`).
+    pub tls_key: Option<PathBuf>,
+    /// Subject prefix, the capsule id (`nats.subject_prefix`).
+    pub subject_prefix: String,
+    /// JetStream or core publishing (`nats.publish`).
+    pub publish: PublishMode,
+    /// JetStream stream name (`nats.stream`).
+    pub stream: String,
+    /// Dispatch types also published raw on `{prefix}.gateway.dispatch.{T}`
+    /// (`nats.raw_dispatch`); empty by default.
+    pub raw_dispatch: Vec<String>,
+    /// Stream duplicate window; at least two minutes (`nats.duplicate_window_secs`).
+    pub duplicate_window: Duration,
+    /// Stream max age; `None` keeps events until `stream_max_bytes`
+    /// (`nats.stream_max_age_secs`).
+    pub stream_max_age: Option<Duration>,
+    /// Stream max bytes; `None` is unlimited (`nats.stream_max_bytes`).
+    pub stream_max_bytes: Option<u64>,
+    /// Events a shard buffers while NATS is slow or away (`nats.buffer_events`).
+    pub buffer_events: usize,
+    /// Bytes a shard buffers while NATS is slow or away (`nats.buffer_bytes`).
+    pub buffer_bytes: usize,
+    /// JetStream publishes awaiting their ack, per shard (`nats.max_inflight`).
+    pub max_inflight: usize,
+    /// How long to wait for a JetStream ack before retrying (`nats.ack_timeout_ms`).
+    pub ack_timeout: Duration,
+}
+
+/// How events are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublishMode {
+    /// JetStream publish with acks and de-duplication: at-least-once, stored.
+    #[default]
+    JetStream,
+    /// Core NATS publish: at-most-once, only live subscribers see it.
+    Core,
+}
+
+impl PublishMode {
+    /// The configuration spelling.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::JetStream => "jetstream",
+            Self::Core => "core",
+        }
+    }
+}
+
+impl Default for DiscordConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            intents: Intents::default(),
+            api_base: "https://discord.com/api/v10".to_owned(),
+            gateway_url: None,
+            allow_insecure_gateway: false,
+            compression: Compression::default(),
+            shards: ShardSpec::Auto,
+            max_frame_bytes: 32 << 20,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec!["nats://127.0.0.1:4222".to_owned()],
+            creds_file: None,
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            subject_prefix: discord_bridge_schemas::subject::DEFAULT_PREFIX.to_owned(),
+            publish: PublishMode::JetStream,
+            stream: "ASTRID_DISCORD".to_owned(),
+            raw_dispatch: Vec::new(),
+            duplicate_window: Duration::from_secs(120),
+            stream_max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            stream_max_bytes: None,
+            buffer_events: 10_000,
+            buffer_bytes: 64 << 20,
+            max_inflight: 256,
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One invalid setting: which key, which environment variable, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The dotted key, e.g. `discord.intents`.
+    pub key: String,
+    /// Its environment variable, e.g. `DISCORD_GATEWAY_INTENTS`.
+    pub env: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.key, self.env, self.message)
+    }
+}
+
+/// Every problem found in one load, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
