@@ -169,7 +169,10 @@ mod tests {
 
     #[test]
     fn default_is_guilds_guild_messages_direct_messages() {
-        assert_eq!(DEFAULT.names(), ["GUILDS", "GUILD_MESSAGES", "DIRECT_MESSAGES"]);
+        assert_eq!(
+            DEFAULT.names(),
+            ["GUILDS", "GUILD_MESSAGES", "DIRECT_MESSAGES"]
+        );
         assert!(!DEFAULT.has_privileged());
     }
 
@@ -186,7 +189,10 @@ mod tests {
                 .bits(),
             (1 << 3) | (1 << 24) | (1 << 25)
         );
-        assert_eq!(Intents::parse("GUILD_BANS").unwrap().names(), ["GUILD_MODERATION"]);
+        assert_eq!(
+            Intents::parse("GUILD_BANS").unwrap().names(),
+            ["GUILD_MODERATION"]
+        );
         assert!(Intents::parse("MESSAGE_CONTENT").unwrap().has_privileged());
     }
 

@@ -157,7 +157,11 @@ mod tests {
         assert_eq!(ShardSpec::parse("auto"), Ok(ShardSpec::Auto));
         assert_eq!(
             ShardSpec::parse("1/2"),
-            Ok(ShardSpec::Range { from: 1, to: 1, total: 2 })
+            Ok(ShardSpec::Range {
+                from: 1,
+                to: 1,
+                total: 2
+            })
         );
         assert_eq!(
             ShardSpec::parse("0-3/8").unwrap().shards(0),
@@ -170,7 +174,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_specs() {
-        assert!(matches!(ShardSpec::parse("two"), Err(ShardSpecError::Syntax(_))));
+        assert!(matches!(
+            ShardSpec::parse("two"),
+            Err(ShardSpecError::Syntax(_))
+        ));
         assert_eq!(ShardSpec::parse("0/0"), Err(ShardSpecError::ZeroTotal));
         assert!(matches!(
             ShardSpec::parse("2/2"),

@@ -1,0 +1,284 @@
+//! Handling of payloads received on an open connection.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use discord_bridge_schemas::ShardState;
+
+use super::{
+    Action, CLOSE_NORMAL, Ended, Machine, OutFrame, Phase, Publish, PublishKind, SendKind, Stage,
+    Step,
+};
+use crate::config::gateway_url::check_gateway_url;
+use crate::gateway::close::Disposition;
+use crate::gateway::heartbeat::Heartbeat;
+use crate::gateway::normalize::{self, Outcome};
+use crate::gateway::payload::{self, Hello, Inbound, Ready, op};
+use crate::gateway::session::Session;
+
+impl Machine {
+    pub(super) fn frame(&mut self, now: Instant, bytes: &[u8], out: &mut Vec<Action>) {
+        let p = match payload::decode(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.malformed += 1;
+                tracing::warn!(shard = %self.cfg.shard, error = %e, len = bytes.len(), "skipped a malformed gateway frame");
+                return;
+            }
+        };
+        match u8::try_from(p.op).unwrap_or(u8::MAX) {
+            op::DISPATCH => self.dispatch(now, &p, out),
+            op::HEARTBEAT => {
+                if let Phase::Open(conn) = &mut self.phase {
+                    if let Some(hb) = conn.stage.heartbeat() {
+                        hb.on_request(now);
+                    }
+                }
+                self.send_heartbeat(now, out);
+            }
+            op::HEARTBEAT_ACK => {
+                if let Phase::Open(conn) = &mut self.phase {
+                    if let Some(rtt) = conn.stage.heartbeat().and_then(|hb| hb.on_ack(now)) {
+                        self.last_rtt = Some(rtt);
+                        tracing::trace!(shard = %self.cfg.shard, rtt_ms = rtt.as_millis(), "heartbeat acknowledged");
+                    }
+                }
+            }
+            op::HELLO => self.hello(now, &p, out),
+            op::RECONNECT => {
+                let ended = Ended {
+                    reason: "reconnect_requested",
+                    code: Some(super::CLOSE_RESUMABLE),
+                    detail: "Discord asked for a reconnect (op 7)".to_owned(),
+                };
+                self.close_and_reconnect(now, &ended, out);
+            }
+            op::INVALID_SESSION => {
+                let resumable = p.d.is_some_and(|d| d.get() == "true");
+                self.invalid_session(now, resumable, out);
+            }
+            other => {
+                self.stats.unknown_opcodes += 1;
+                tracing::warn!(shard = %self.cfg.shard, op = other, "skipped a payload with an unknown opcode");
+            }
+        }
+    }
+
+    fn hello(&mut self, now: Instant, p: &Inbound<'_>, out: &mut Vec<Action>) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        if !matches!(conn.stage, Stage::AwaitingHello { .. }) {
+            tracing::debug!(shard = %self.cfg.shard, "ignored a second HELLO");
+            return;
+        }
+        let interval =
+            p.d.and_then(|d| serde_json::from_str::<Hello>(d.get()).ok())
+                .map(|h| h.heartbeat_interval)
+                .filter(|ms| *ms > 0);
+        let Some(interval) = interval else {
+            self.stats.malformed += 1;
+            let ended = Ended {
+                reason: "bad_hello",
+                code: Some(super::CLOSE_RESUMABLE),
+                detail: "HELLO without a usable heartbeat_interval".to_owned(),
+            };
+            return self.close_and_reconnect(now, &ended, out);
+        };
+        let interval = Duration::from_millis(interval);
+        let hb = Heartbeat::new(now, interval, self.rng.f64());
+        conn.limiter.reserve_for_heartbeats(interval);
+        if conn.resume {
+            conn.stage = Stage::Handshake {
+                hb,
+                step: Step::Resuming,
+                deadline: Some(now + self.cfg.handshake_timeout),
+            };
+            let Some(session) = &self.session else {
+                return;
+            };
+            let seq = session.commits.committed();
+            let text = payload::resume(self.cfg.token.expose(), &session.id, seq);
+            let mut ev = self.status(
+                ShardState::Resuming,
+                format!("resuming session {} from seq {seq}", session.id),
+            );
+            ev.last_seq = Some(seq);
+            out.push(Action::Status(ev));
+            self.send(
+                now,
+                OutFrame {
+                    kind: SendKind::Resume,
+                    text,
+                },
+                out,
+            );
+        } else {
+            conn.stage = Stage::Handshake {
+                hb,
+                step: Step::AwaitingPermit,
+                deadline: None,
+            };
+            out.push(Action::Status(self.status(
+                ShardState::Identifying,
+                "waiting for the identify rate limit, then identifying",
+            )));
+            out.push(Action::RequestIdentify);
+        }
+    }
+
+    fn invalid_session(&mut self, now: Instant, resumable: bool, out: &mut Vec<Action>) {
+        let ended = Ended {
+            reason: "invalid_session",
+            code: Some(if resumable {
+                super::CLOSE_RESUMABLE
+            } else {
+                CLOSE_NORMAL
+            }),
+            detail: if resumable {
+                "Discord invalidated the session (op 9, resumable)".to_owned()
+            } else {
+                "Discord invalidated the session (op 9, not resumable)".to_owned()
+            },
+        };
+        if resumable && self.session.is_some() {
+            return self.close_and_reconnect(now, &ended, out);
+        }
+        out.push(Action::Close { code: CLOSE_NORMAL });
+        self.connection_ended(now, &ended, Disposition::Reidentify, out);
+    }
+
+    fn dispatch(&mut self, now: Instant, p: &Inbound<'_>, out: &mut Vec<Action>) {
+        let t = p.t.as_deref().unwrap_or_default();
+        match t {
+            "READY" => self.ready(p, out),
+            "RESUMED" => self.resumed(out),
+            _ => {}
+        }
+        let _ = now;
+        let (Some(seq), Some(session)) = (p.s, self.session.as_mut()) else {
+            tracing::debug!(shard = %self.cfg.shard, event = t, "dispatch outside a session or without seq, not relayed");
+            return;
+        };
+        if seq < session.last_seq && seq <= session.handled_through {
+            // Replays after a RESUME start at the seq we asked for; anything
+            // lower than what we already have is a protocol anomaly.
+            tracing::debug!(shard = %self.cfg.shard, seq, last = session.last_seq, "dispatch with an old seq");
+        }
+        session.last_seq = session.last_seq.max(seq);
+        if seq <= session.handled_through {
+            self.stats.replays_skipped += 1;
+            return;
+        }
+        let outcome = match p.d {
+            Some(d) => normalize::normalize(t, d, self.bot_user_id.as_deref()),
+            None => Ok(Outcome::NotRelayed),
+        };
+        let published = match outcome {
+            Ok(Outcome::Relay(n)) => {
+                self.stats.relayed += 1;
+                out.push(Action::Publish(Publish {
+                    epoch: session.epoch,
+                    session_id: Arc::clone(&session.id),
+                    seq,
+                    kind: PublishKind::Agent(n.kind),
+                    guild_id: n.guild_id,
+                    body: n.body,
+                }));
+                true
+            }
+            Ok(Outcome::OwnMessage) => {
+                self.stats.own_messages += 1;
+                false
+            }
+            Ok(Outcome::NotRelayed) => false,
+            Err(e) => {
+                self.stats.malformed += 1;
+                tracing::warn!(shard = %self.cfg.shard, seq, error = %e, "skipped a dispatch with a malformed body");
+                false
+            }
+        };
+        if let Some(d) =
+            p.d.filter(|_| !self.raw_dispatch.is_empty() && self.raw_dispatch.contains(t))
+        {
+            out.push(Action::Publish(Publish {
+                epoch: session.epoch,
+                session_id: Arc::clone(&session.id),
+                seq,
+                kind: PublishKind::Raw(t.into()),
+                guild_id: None,
+                body: d.get().as_bytes().to_vec(),
+            }));
+        }
+        session.commits.record(seq, published);
+        session.handled_through = seq;
+    }
+
+    fn ready(&mut self, p: &Inbound<'_>, out: &mut Vec<Action>) {
+        let ready = p.d.map(|d| serde_json::from_str::<Ready<'_>>(d.get()));
+        let ready = match ready {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
+                self.stats.malformed += 1;
+                tracing::error!(shard = %self.cfg.shard, error = %e, "READY without a usable session; the session cannot be resumed");
+                return;
+            }
+            None => {
+                self.stats.malformed += 1;
+                tracing::error!(shard = %self.cfg.shard, "READY without data; the session cannot be resumed");
+                return;
+            }
+        };
+        let resume_url = match ready.resume_gateway_url.as_deref() {
+            Some(url) => match check_gateway_url(url, self.cfg.allow_insecure_gateway) {
+                Ok(()) => Some(url.to_owned()),
+                Err(e) => {
+                    tracing::error!(shard = %self.cfg.shard, url, error = %e, "refusing READY's resume_gateway_url; this session will not be resumed");
+                    None
+                }
+            },
+            None => None,
+        };
+        self.bot_user_id = Some(ready.user.id.clone().into_owned());
+        self.epochs += 1;
+        self.session = Some(Session::new(
+            Arc::from(ready.session_id.as_ref()),
+            resume_url,
+            self.epochs,
+        ));
+        self.stats.sessions += 1;
+        self.go_live();
+        let user = ready.user.username.as_deref().unwrap_or("?");
+        tracing::info!(shard = %self.cfg.shard, user, "gateway session ready");
+        out.push(Action::Status(self.status(
+            ShardState::Connected,
+            format!("READY: new session as {user}"),
+        )));
+    }
+
+    fn resumed(&mut self, out: &mut Vec<Action>) {
+        let resuming = matches!(
+            &self.phase,
+            Phase::Open(c) if matches!(c.stage, Stage::Handshake { step: Step::Resuming, .. })
+        );
+        if !resuming {
+            return;
+        }
+        self.go_live();
+        tracing::info!(shard = %self.cfg.shard, "gateway session resumed");
+        out.push(Action::Status(
+            self.status(ShardState::Connected, "RESUMED: session resumed"),
+        ));
+    }
+
+    fn go_live(&mut self) {
+        self.backoff.reset();
+        self.resume_failures = 0;
+        self.resume_connect_failures = 0;
+        if let Phase::Open(conn) = &mut self.phase {
+            if let Stage::Handshake { hb, .. } = &conn.stage {
+                conn.stage = Stage::Live { hb: hb.clone() };
+            }
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! The session machine of one shard: every rule of the gateway protocol as a
+//! pure function of `(state, now, input) -> actions`.
+//!
+//! States: `Idle` → `Waiting` (backoff) → `Connecting` → `Open` (awaiting
+//! HELLO → handshake → live) → back to `Waiting` when the connection ends,
+//! `Paused` while the publisher is full, `Stopped` at the end. The session
+//! (id, resume URL, sequences) outlives connections; the heartbeat and the
+//! send limiter belong to one connection.
+
+mod frames;
+mod types;
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Instant;
+
+use discord_bridge_schemas::status::SeqRange;
+use discord_bridge_schemas::{ShardState, StatusEvent};
+
+use super::backoff::Backoff;
+use super::close::{self, Disposition};
+use super::heartbeat::{Beat, Heartbeat};
+use super::payload;
+use super::ratelimit::SendLimiter;
+use super::session::Session;
+use super::url::connect_url;
+
+pub use types::{
+    Action, Input, MachineConfig, OutFrame, Publish, PublishKind, SendKind, Stats, Stop,
+};
+
+/// Close code for connections we end but whose session must stay resumable.
+pub const CLOSE_RESUMABLE: u16 = 4000;
+/// Close code that ends the session (shutdown, invalid session).
+pub const CLOSE_NORMAL: u16 = 1000;
+
+/// The session machine of one shard.
+#[derive(Debug)]
+pub struct Machine {
+    cfg: MachineConfig,
+    raw_dispatch: HashSet<String>,
+    rng: fastrand::Rng,
+    phase: Phase,
+    session: Option<Session>,
+    bot_user_id: Option<String>,
+    backoff: Backoff,
+    /// RESUMEs that failed after the socket opened, in a row.
+    resume_failures: u32,
+    /// Connects to the resume URL that failed, in a row.
+    resume_connect_failures: u32,
+    epochs: u64,
+    last_rtt: Option<std::time::Duration>,
+    stats: Stats,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Idle,
+    Waiting { until: Instant },
+    Connecting { resume: bool },
+    Open(Conn),
+    Paused,
+    Stopped,
+}
+
+#[derive(Debug)]
+struct Conn {
+    resume: bool,
+    stage: Stage,
+    limiter: SendLimiter,
+    /// Sends waiting for room in the rate-limit window, and when room opens.
+    queue: VecDeque<OutFrame>,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+enum Stage {
+    AwaitingHello {
+        deadline: Instant,
+    },
+    Handshake {
+        hb: Heartbeat,
+        step: Step,
+        deadline: Option<Instant>,
+    },
+    Live {
+        hb: Heartbeat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    AwaitingPermit,
+    Identifying,
+    Resuming,
+}
+
+impl Stage {
+    const fn heartbeat(&mut self) -> Option<&mut Heartbeat> {
+        match self {
+            Self::AwaitingHello { .. } => None,
+            Self::Handshake { hb, .. } | Self::Live { hb } => Some(hb),
+        }
+    }
+}
+
+/// Why a connection ended, for status events and logs.
+#[derive(Debug, Clone)]
+pub(crate) struct Ended {
+    reason: &'static str,
+    code: Option<u16>,
+    detail: String,
+}
+
+impl Machine {
+    /// A machine that does nothing until [`Input::Start`].
+    #[must_use]
+    pub fn new(cfg: MachineConfig) -> Self {
+        Self {
+            raw_dispatch: cfg.raw_dispatch.iter().cloned().collect(),
+            rng: fastrand::Rng::with_seed(cfg.seed),
+            backoff: Backoff::new(cfg.backoff_base, cfg.backoff_max),
+            cfg,
+            phase: Phase::Idle,
+            session: None,
+            bot_user_id: None,
+            resume_failures: 0,
+            resume_connect_failures: 0,
+            epochs: 0,
+            last_rtt: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Feeds one input; the actions it causes are appended to `out`.
+    pub fn handle(&mut self, now: Instant, input: Input<'_>, out: &mut Vec<Action>) {
+        match input {
+            Input::Start => {
+                if matches!(self.phase, Phase::Idle) {
+                    self.connect(out);
+                }
+            }
+            Input::Opened => {
+                if let Phase::Connecting { resume } = self.phase {
+                    self.phase = Phase::Open(Conn {
+                        resume,
+                        stage: Stage::AwaitingHello {
+                            deadline: now + self.cfg.hello_timeout,
+                        },
+                        limiter: SendLimiter::default(),
+                        queue: VecDeque::new(),
+                        retry_at: None,
+                    });
+                }
+            }
+            Input::ConnectFailed { error } => {
+                if let Phase::Connecting { resume } = self.phase {
+                    if resume {
+                        self.resume_connect_failures += 1;
+                    }
+                    let ended = Ended {
+                        reason: "connect_failed",
+                        code: None,
+                        detail: format!("could not connect: {error}"),
+                    };
+                    self.connection_ended(now, &ended, Disposition::Resume, out);
+                }
+            }
+            Input::Payload(bytes) => {
+                if matches!(self.phase, Phase::Open(_)) {
+                    self.frame(now, bytes, out);
+                }
+            }
+            Input::Oversized { size } => {
+                if matches!(self.phase, Phase::Open(_)) {
+                    self.stats.oversized += 1;
+                    tracing::warn!(
+                        size,
+                        "dropped a gateway payload larger than discord.max_frame_bytes"
+                    );
+                }
+            }
+            Input::StreamCorrupt { error } => {
+                if matches!(self.phase, Phase::Open(_)) {
+                    let ended = Ended {
+                        reason: "corrupt_stream",
+                        code: Some(CLOSE_RESUMABLE),
+                        detail: format!(
+                            "transport stream corrupt, resetting the connection: {error}"
+                        ),
+                    };
+                    self.close_and_reconnect(now, &ended, out);
+                }
+            }
+            Input::Closed { code, reason } => {
+                if matches!(self.phase, Phase::Open(_)) {
+                    self.closed_by_peer(now, code, &reason, out);
+                }
+            }
+            Input::Tick => self.tick(now, out),
+            Input::IdentifyPermit => self.identify_permitted(now, out),
+            Input::Acked { epoch, seq } => {
+                if let Some(s) = self.session.as_mut().filter(|s| s.epoch == epoch) {
+                    s.commits.ack_through(seq);
+                }
+            }
+            Input::PublishRejected { epoch, seq } => self.publish_rejected(now, epoch, seq, out),
+            Input::PublisherReady => {
+                if matches!(self.phase, Phase::Paused) {
+                    self.connect(out);
+                }
+            }
+            Input::Shutdown => self.shutdown(out),
+        }
+    }
+
+    /// When the machine next needs [`Input::Tick`].
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Waiting { until } => Some(*until),
+            Phase::Open(conn) => {
+                let stage = match &conn.stage {
+                    Stage::AwaitingHello { deadline } => Some(*deadline),
+                    Stage::Handshake { hb, deadline, .. } => {
+                        Some(deadline.map_or(hb.deadline(), |d| d.min(hb.deadline())))
+                    }
+                    Stage::Live { hb } => Some(hb.deadline()),
+                };
+                [stage, conn.retry_at].into_iter().flatten().min()
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the shard has stopped for good.
+    #[must_use]
+    pub const fn is_stopped(&self) -> bool {
+        matches!(self.phase, Phase::Stopped)
+    }
+
+    /// Whether events are flowing (READY or RESUMED received).
+    #[must_use]
+    pub const fn is_live(&self) -> bool {
+        matches!(
+            &self.phase,
+            Phase::Open(Conn {
+                stage: Stage::Live { .. },
+                ..
+            })
+        )
+    }
+
+    /// The current session, if any.
+    #[must_use]
+    pub const fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// The latest heartbeat round-trip time.
+    #[must_use]
+    pub const fn heartbeat_rtt(&self) -> Option<std::time::Duration> {
+        self.last_rtt
+    }
+
+    /// Counters since start.
+    #[must_use]
+    pub const fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The shard this machine runs.
+    #[must_use]
+    pub const fn shard(&self) -> crate::gateway::ShardId {
+        self.cfg.shard
+    }
+
+    fn status(&self, state: ShardState, detail: impl Into<String>) -> StatusEvent {
+        let mut ev = StatusEvent::new(state, self.cfg.shard.pair(), detail);
+        if let Some(s) = &self.session {
+            ev.session_id = Some(s.id.to_string());
+            ev.resume_url.clone_from(&s.resume_url);
+            ev.last_seq = Some(s.commits.committed());
+        }
+        ev
+    }
+
+    /// Opens a connection: a RESUME when a resumable session exists, else a
+    /// new session on the main gateway URL.
+    fn connect(&mut self, out: &mut Vec<Action>) {
+        if self.resume_connect_failures >= self.cfg.max_resume_connect_failures {
+            self.drop_session("the resume URL could not be reached", out);
+        }
+        let resume_url = self
+            .session
+            .as_ref()
+            .and_then(|s| s.resume_url.clone().filter(|_| s.commits.committed() > 0));
+        let resume = resume_url.is_some();
+        let base = resume_url.unwrap_or_else(|| self.cfg.gateway_url.clone());
+        let url = connect_url(&base, self.cfg.compression);
+        self.phase = Phase::Connecting { resume };
+        let mut ev = self.status(
+            ShardState::Connecting,
+            if resume {
+                format!("connecting to {url} to resume the session")
+            } else {
+                format!("connecting to {url} for a new session")
+            },
+        );
+        ev.url = Some(url.clone());
+        ev.will_resume = Some(resume);
+        out.push(Action::Status(ev));
+        out.push(Action::Connect { url });
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        match &mut self.phase {
+            Phase::Waiting { until } if now >= *until => self.connect(out),
+            Phase::Open(conn) => {
+                let expired = match &conn.stage {
+                    Stage::AwaitingHello { deadline } => {
+                        (now >= *deadline).then_some("hello_timeout")
+                    }
+                    Stage::Handshake {
+                        deadline: Some(d), ..
+                    } => (now >= *d).then_some("handshake_timeout"),
+                    _ => None,
+                };
+                if let Some(reason) = expired {
+                    let ended = Ended {
+                        reason,
+                        code: Some(CLOSE_RESUMABLE),
+                        detail: format!("gateway did not answer in time ({reason})"),
+                    };
+                    return self.close_and_reconnect(now, &ended, out);
+                }
+                let beat = conn.stage.heartbeat().and_then(|hb| hb.poll(now));
+                match beat {
+                    Some(Beat::Send) => self.send_heartbeat(now, out),
+                    Some(Beat::Zombie) => {
+                        let ended = Ended {
+                            reason: "zombie_connection",
+                            code: Some(CLOSE_RESUMABLE),
+                            detail: "no heartbeat ACK since the last heartbeat: zombie connection"
+                                .to_owned(),
+                        };
+                        return self.close_and_reconnect(now, &ended, out);
+                    }
+                    None => {}
+                }
+                self.flush_queue(now, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn send_heartbeat(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let seq = self.session.as_ref().map(|s| s.last_seq).filter(|s| *s > 0);
+        let frame = OutFrame {
+            kind: SendKind::Heartbeat,
+            text: payload::heartbeat(seq),
+        };
+        self.send(now, frame, out);
+    }
+
+    /// Sends now if the rate limit allows, else queues until it does.
+    /// Heartbeats may use the reserve and jump the queue.
+    fn send(&mut self, now: Instant, frame: OutFrame, out: &mut Vec<Action>) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        let priority = frame.kind == SendKind::Heartbeat;
+        if priority || conn.queue.is_empty() {
+            match conn.limiter.check(now, priority) {
+                Ok(()) => {
+                    conn.limiter.record(now);
+                    out.push(Action::Send(frame));
+                    return;
+                }
+                Err(at) => conn.retry_at = Some(conn.retry_at.map_or(at, |r| r.min(at))),
+            }
+        }
+        tracing::debug!(kind = ?frame.kind, "gateway send delayed by the 120/60s rate limit");
+        if priority {
+            conn.queue.push_front(frame);
+        } else {
+            conn.queue.push_back(frame);
+        }
+    }
+
+    fn flush_queue(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        conn.retry_at = None;
+        while let Some(front) = conn.queue.front() {
+            match conn.limiter.check(now, front.kind == SendKind::Heartbeat) {
+                Ok(()) => {
+                    conn.limiter.record(now);
+                    if let Some(frame) = conn.queue.pop_front() {
+                        out.push(Action::Send(frame));
+                    }
+                }
+                Err(at) => {
+                    conn.retry_at = Some(at);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn identify_permitted(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        let Stage::Handshake { step, deadline, .. } = &mut conn.stage else {
+            return;
+        };
+        if *step != Step::AwaitingPermit {
+            return;
+        }
+        *step = Step::Identifying;
+        *deadline = Some(now + self.cfg.handshake_timeout);
+        let text = payload::identify(
+            self.cfg.token.expose(),
+            self.cfg.intents,
+            self.cfg.shard,
+            &self.cfg.properties,
+        );
+        self.send(
+            now,
+            OutFrame {
+                kind: SendKind::Identify,
+                text,
+            },
+            out,
+        );
+    }
+
+    /// We end the connection ourselves (op 7, zombie, corrupt stream,
+    /// timeouts) with a code that keeps the session resumable.
+    fn close_and_reconnect(&mut self, now: Instant, ended: &Ended, out: &mut Vec<Action>) {
+        out.push(Action::Close {
+            code: CLOSE_RESUMABLE,
+        });
+        self.connection_ended(now, ended, Disposition::Resume, out);
+    }
+
+    fn closed_by_peer(
+        &mut self,
+        now: Instant,
+        code: Option<u16>,
+        reason: &str,
+        out: &mut Vec<Action>,
+    ) {
+        let disposition = code.map_or(Disposition::Resume, close::classify);
+        let detail = match code {
+            Some(c) => format!(
+                "gateway closed the connection with {c} ({}): {reason}",
+                close::name(c)
+            ),
+            None => format!("connection lost: {reason}"),
+        };
+        if disposition == Disposition::Fatal {
+            let c = code.unwrap_or_default();
+            let message = format!(
+                "Discord closed shard {} with {c} ({}): {}",
+                self.cfg.shard,
+                close::name(c),
+                close::remedy(c)
+            );
+            tracing::error!(shard = %self.cfg.shard, code = c, "{message}");
+            let mut ev = self.status(ShardState::Error, detail);
+            ev.close_code = code;
+            ev.message = Some(message.clone());
+            ev.fatal = Some(true);
+            out.push(Action::Status(ev));
+            self.phase = Phase::Stopped;
+            out.push(Action::Stop(Stop::Fatal { code: c, message }));
+            return;
+        }
+        let ended = Ended {
+            reason: if code.is_some() {
+                "closed_by_gateway"
+            } else {
+                "connection_lost"
+            },
+            code,
+            detail,
+        };
+        self.connection_ended(now, &ended, disposition, out);
+    }
+
+    /// The connection is gone (or never opened): decide between RESUME and a
+    /// new session, then back off.
+    fn connection_ended(
+        &mut self,
+        now: Instant,
+        ended: &Ended,
+        disposition: Disposition,
+        out: &mut Vec<Action>,
+    ) {
+        if let Phase::Open(conn) = &self.phase {
+            let resuming = matches!(
+                conn.stage,
+                Stage::Handshake {
+                    step: Step::Resuming,
+                    ..
+                }
+            );
+            if resuming {
+                self.resume_failures += 1;
+            }
+        }
+        self.stats.reconnects += 1;
+        match disposition {
+            Disposition::Reidentify => self.drop_session(&ended.detail, out),
+            _ if self.resume_failures >= self.cfg.max_resume_failures => {
+                let why = format!("{} RESUME attempts in a row failed", self.resume_failures);
+                self.drop_session(&why, out);
+            }
+            _ => {}
+        }
+        let will_resume = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.resume_url.is_some());
+        tracing::warn!(
+            shard = %self.cfg.shard,
+            reason = ended.reason,
+            code = ?ended.code,
+            will_resume,
+            "gateway connection ended: {}",
+            ended.detail
+        );
+        let mut ev = self.status(ShardState::Disconnected, ended.detail.clone());
+        ev.reason = Some(ended.reason.to_owned());
+        ev.close_code = ended.code;
+        ev.will_resume = Some(will_resume);
+        out.push(Action::Status(ev));
+        let delay = self.backoff.next_delay(self.rng.f64());
+        self.phase = Phase::Waiting { until: now + delay };
+        let mut ev = self.status(
+            ShardState::Backoff,
+            format!("reconnecting in {} ms", delay.as_millis()),
+        );
+        ev.attempt = Some(self.backoff.attempt());
+        ev.delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        out.push(Action::Status(ev));
+    }
+
+    /// Forgets the session: the next connection identifies. Dispatches that
+    /// arrived but never reached the publisher are reported as lost.
+    fn drop_session(&mut self, why: &str, out: &mut Vec<Action>) {
+        self.resume_failures = 0;
+        self.resume_connect_failures = 0;
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let lost = (session.last_seq > session.handled_through).then(|| SeqRange {
+            from: session.handled_through + 1,
+            to: session.last_seq,
+        });
+        let mut ev = self.status(ShardState::Error, String::new());
+        ev.session_id = Some(session.id.to_string());
+        ev.last_seq = Some(session.commits.committed());
+        ev.fatal = Some(false);
+        let message = match &lost {
+            Some(range) => {
+                self.stats.lost += range.to - range.from + 1;
+                format!(
+                    "session {} ended ({why}): dispatches {}..={} were never relayed and \
+                     anything Discord sent after them cannot be replayed; starting a new session",
+                    session.id, range.from, range.to
+                )
+            }
+            None => format!(
+                "session {} ended ({why}): anything Discord sent after seq {} cannot be \
+                 replayed; starting a new session",
+                session.id, session.handled_through
+            ),
+        };
+        tracing::warn!(shard = %self.cfg.shard, lost = ?lost, "{message}");
+        ev.detail.clone_from(&message);
+        ev.message = Some(message);
+        ev.lost = lost;
+        out.push(Action::Status(ev));
+    }
+
+    fn publish_rejected(&mut self, now: Instant, epoch: u64, seq: u64, out: &mut Vec<Action>) {
+        if let Some(s) = self.session.as_mut().filter(|s| s.epoch == epoch) {
+            s.commits.unrecord(seq);
+            s.handled_through = s.handled_through.min(seq.saturating_sub(1));
+        }
+        if !matches!(self.phase, Phase::Open(_)) {
+            return;
+        }
+        out.push(Action::Close {
+            code: CLOSE_RESUMABLE,
+        });
+        self.stats.reconnects += 1;
+        let mut ev = self.status(
+            ShardState::Disconnected,
+            format!(
+                "NATS is not keeping up: the event buffer is full at seq {seq}; closing the \
+                 gateway and resuming once NATS has caught up"
+            ),
+        );
+        ev.reason = Some("nats_backpressure".to_owned());
+        ev.close_code = Some(CLOSE_RESUMABLE);
+        ev.will_resume = Some(self.session.is_some());
+        out.push(Action::Status(ev));
+        let _ = now;
+        self.phase = Phase::Paused;
+    }
+
+    fn shutdown(&mut self, out: &mut Vec<Action>) {
+        if matches!(self.phase, Phase::Stopped) {
+            return;
+        }
+        if matches!(self.phase, Phase::Open(_)) {
+            out.push(Action::Close { code: CLOSE_NORMAL });
+        }
+        self.phase = Phase::Stopped;
+        out.push(Action::Status(
+            self.status(ShardState::ShuttingDown, "shutting down"),
+        ));
+        out.push(Action::Stop(Stop::Shutdown));
+    }
+}
+
+#[cfg(test)]
+mod tests;

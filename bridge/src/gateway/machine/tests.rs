@@ -1,0 +1,845 @@
+//! Every transition of the session machine, driven with explicit time.
+
+use std::time::{Duration, Instant};
+
+use discord_bridge_schemas::{AgentEventKind, ShardState};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::gateway::ShardId;
+use crate::secret::Secret;
+
+const TOKEN: &str = "super-secret-token";
+const GATEWAY: &str = "wss://gateway.discord.gg";
+const RESUME_URL: &str = "wss://gateway-us-east1-b.discord.gg";
+const BOT_ID: &str = "999";
+const HB: u64 = 41_250;
+
+struct H {
+    m: Machine,
+    now: Instant,
+}
+
+fn config() -> MachineConfig {
+    let mut cfg = MachineConfig::new(ShardId::new(0, 1), Secret::new(TOKEN), GATEWAY.to_owned());
+    cfg.seed = 7;
+    cfg
+}
+
+impl H {
+    fn new() -> Self {
+        Self::with(config())
+    }
+
+    fn with(cfg: MachineConfig) -> Self {
+        Self {
+            m: Machine::new(cfg),
+            now: Instant::now(),
+        }
+    }
+
+    fn feed(&mut self, input: Input<'_>) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.m.handle(self.now, input, &mut out);
+        out
+    }
+
+    fn json(&mut self, v: &Value) -> Vec<Action> {
+        let bytes = serde_json::to_vec(v).unwrap();
+        self.feed(Input::Payload(&bytes))
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<Action> {
+        self.now += d;
+        self.feed(Input::Tick)
+    }
+
+    /// Jumps to the next deadline and ticks.
+    fn next(&mut self) -> Vec<Action> {
+        let at = self.m.next_deadline().expect("a deadline");
+        self.now = self.now.max(at);
+        self.feed(Input::Tick)
+    }
+
+    fn hello(&mut self) -> Vec<Action> {
+        self.json(&json!({"op": 10, "d": {"heartbeat_interval": HB}}))
+    }
+
+    fn dispatch(&mut self, seq: u64, t: &str, d: &Value) -> Vec<Action> {
+        self.json(&json!({"op": 0, "s": seq, "t": t, "d": d}))
+    }
+
+    /// Start → connect → HELLO → permit → IDENTIFY → READY (seq 1).
+    fn live(&mut self) {
+        self.feed(Input::Start);
+        self.feed(Input::Opened);
+        self.hello();
+        self.feed(Input::IdentifyPermit);
+        self.ready(1, "sess-1");
+        assert!(self.m.is_live());
+    }
+
+    fn ready(&mut self, seq: u64, session: &str) -> Vec<Action> {
+        self.dispatch(
+            seq,
+            "READY",
+            &json!({
+                "v": 10, "session_id": session, "resume_gateway_url": RESUME_URL,
+                "user": {"id": BOT_ID, "username": "bridge-bot", "bot": true},
+                "guilds": [], "shard": [0, 1]
+            }),
+        )
+    }
+
+    /// From a lost connection: wait out the backoff, connect, HELLO.
+    fn reconnect(&mut self) -> (String, Vec<Action>) {
+        let url = connect_url_of(&self.next()).expect("a Connect after the backoff");
+        self.feed(Input::Opened);
+        (url, self.hello())
+    }
+}
+
+fn message(seq: u64, author: &str) -> Value {
+    json!({
+        "id": format!("{seq}00"), "channel_id": "10", "guild_id": "20",
+        "author": {"id": author, "username": "someone"},
+        "content": format!("hello {seq}"), "timestamp": "2024-01-01T00:00:00+00:00"
+    })
+}
+
+fn sends(actions: &[Action]) -> Vec<&OutFrame> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(f) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent_json(actions: &[Action], kind: SendKind) -> Option<Value> {
+    sends(actions)
+        .into_iter()
+        .find(|f| f.kind == kind)
+        .map(|f| serde_json::from_str(&f.text).unwrap())
+}
+
+fn publishes(actions: &[Action]) -> Vec<&Publish> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+fn states(actions: &[Action]) -> Vec<ShardState> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Status(s) => Some(s.state),
+            _ => None,
+        })
+        .collect()
+}
+
+fn status(actions: &[Action], state: ShardState) -> StatusEvent {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Status(s) if s.state == state => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {state:?} status in {actions:?}"))
+}
+
+fn close_code(actions: &[Action]) -> Option<u16> {
+    actions.iter().find_map(|a| match a {
+        Action::Close { code } => Some(*code),
+        _ => None,
+    })
+}
+
+fn connect_url_of(actions: &[Action]) -> Option<String> {
+    actions.iter().find_map(|a| match a {
+        Action::Connect { url } => Some(url.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn start_connects_with_the_documented_query() {
+    let mut h = H::new();
+    let out = h.feed(Input::Start);
+    assert_eq!(states(&out), [ShardState::Connecting]);
+    assert_eq!(
+        connect_url_of(&out).unwrap(),
+        "wss://gateway.discord.gg/?v=10&encoding=json&compress=zlib-stream"
+    );
+    assert_eq!(h.feed(Input::Start), [], "a second start does nothing");
+}
+
+#[test]
+fn hello_waits_for_the_identify_permit_then_identifies() {
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    let out = h.hello();
+    assert!(out.contains(&Action::RequestIdentify));
+    assert_eq!(states(&out), [ShardState::Identifying]);
+    assert!(sends(&out).is_empty(), "no IDENTIFY before the permit");
+    let out = h.feed(Input::IdentifyPermit);
+    let identify = sent_json(&out, SendKind::Identify).expect("IDENTIFY");
+    assert_eq!(identify["op"], 2);
+    assert_eq!(identify["d"]["token"], TOKEN);
+    assert_eq!(identify["d"]["intents"], 4609);
+    assert_eq!(identify["d"]["shard"], json!([0, 1]));
+    assert_eq!(
+        h.feed(Input::IdentifyPermit),
+        [],
+        "a stale permit is ignored"
+    );
+}
+
+#[test]
+fn first_heartbeat_is_jittered_then_regular() {
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    let t0 = h.now;
+    h.hello();
+    let first = h.m.next_deadline().unwrap();
+    assert!(first >= t0 && first < t0 + Duration::from_millis(HB));
+    let out = h.next();
+    assert_eq!(
+        sent_json(&out, SendKind::Heartbeat).unwrap(),
+        json!({"op": 1, "d": null})
+    );
+    h.json(&json!({"op": 11}));
+    assert_eq!(
+        h.m.next_deadline().unwrap(),
+        h.now + Duration::from_millis(HB)
+    );
+}
+
+#[test]
+fn different_seeds_jitter_differently() {
+    let deadlines: Vec<Duration> = (0..4)
+        .map(|seed| {
+            let mut cfg = config();
+            cfg.seed = seed;
+            let mut h = H::with(cfg);
+            h.feed(Input::Start);
+            h.feed(Input::Opened);
+            let t0 = h.now;
+            h.hello();
+            h.m.next_deadline().unwrap() - t0
+        })
+        .collect();
+    assert!(deadlines.windows(2).any(|w| w[0] != w[1]), "{deadlines:?}");
+}
+
+#[test]
+fn ready_starts_a_session_and_messages_are_relayed() {
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    h.hello();
+    h.feed(Input::IdentifyPermit);
+    let out = h.ready(1, "sess-1");
+    let s = status(&out, ShardState::Connected);
+    assert_eq!(s.session_id.as_deref(), Some("sess-1"));
+    assert_eq!(s.resume_url.as_deref(), Some(RESUME_URL));
+    let out = h.dispatch(2, "MESSAGE_CREATE", &message(2, "42"));
+    let p = publishes(&out);
+    assert_eq!(p.len(), 1);
+    assert_eq!((p[0].seq, &*p[0].session_id), (2, "sess-1"));
+    assert_eq!(p[0].kind, PublishKind::Agent(AgentEventKind::Message));
+    assert_eq!(p[0].guild_id.as_deref(), Some("20"));
+    assert_eq!(p[0].event_name(), "MESSAGE_CREATE");
+    let body: Value = serde_json::from_slice(&p[0].body).unwrap();
+    assert_eq!(body["payload"]["content"], "hello 2");
+    // Heartbeats carry the last sequence received.
+    h.dispatch(3, "TYPING_START", &json!({"channel_id": "1"}));
+    let out = h.next();
+    assert_eq!(sent_json(&out, SendKind::Heartbeat).unwrap()["d"], 3);
+}
+
+#[test]
+fn own_messages_and_other_events_are_not_relayed() {
+    let mut h = H::new();
+    h.live();
+    assert!(publishes(&h.dispatch(2, "MESSAGE_CREATE", &message(2, BOT_ID))).is_empty());
+    assert!(publishes(&h.dispatch(3, "GUILD_CREATE", &json!({"id": "20"}))).is_empty());
+    assert!(publishes(&h.dispatch(4, "PRESENCE_UPDATE", &json!({}))).is_empty());
+    assert_eq!(h.m.stats().own_messages, 1);
+    assert_eq!(h.m.session().unwrap().commits.committed(), 4);
+    let interaction =
+        json!({"id": "5", "type": 2, "token": "t", "guild_id": "20", "data": {"name": "chat"}});
+    let out = h.dispatch(5, "INTERACTION_CREATE", &interaction);
+    assert_eq!(
+        publishes(&out)[0].kind,
+        PublishKind::Agent(AgentEventKind::Interaction)
+    );
+}
+
+#[test]
+fn server_heartbeat_request_is_answered_at_once() {
+    let mut h = H::new();
+    h.live();
+    h.dispatch(2, "TYPING_START", &json!({}));
+    let out = h.json(&json!({"op": 1, "d": null}));
+    assert_eq!(
+        sent_json(&out, SendKind::Heartbeat).unwrap(),
+        json!({"op": 1, "d": 2})
+    );
+}
+
+#[test]
+fn zombie_connection_is_closed_and_resumed() {
+    let mut h = H::new();
+    h.live();
+    h.dispatch(2, "MESSAGE_CREATE", &message(2, "42"));
+    h.feed(Input::Acked { epoch: 1, seq: 2 });
+    let out = h.next();
+    assert!(sent_json(&out, SendKind::Heartbeat).is_some());
+    // No ACK before the next beat is due.
+    let out = h.next();
+    assert_eq!(
+        close_code(&out),
+        Some(4000),
+        "non-1000 close keeps the session"
+    );
+    let s = status(&out, ShardState::Disconnected);
+    assert_eq!(s.reason.as_deref(), Some("zombie_connection"));
+    assert_eq!(s.will_resume, Some(true));
+    assert_eq!(
+        states(&out),
+        [ShardState::Disconnected, ShardState::Backoff]
+    );
+    let (url, out) = h.reconnect();
+    assert_eq!(
+        url,
+        format!("{RESUME_URL}/?v=10&encoding=json&compress=zlib-stream")
+    );
+    let resume = sent_json(&out, SendKind::Resume).expect("RESUME after HELLO");
+    assert_eq!(
+        resume,
+        json!({"op": 6, "d": {"token": TOKEN, "session_id": "sess-1", "seq": 2}})
+    );
+    assert!(
+        !out.contains(&Action::RequestIdentify),
+        "RESUME needs no identify permit"
+    );
+    let out = h.dispatch(3, "RESUMED", &json!({}));
+    assert_eq!(
+        status(&out, ShardState::Connected).detail,
+        "RESUMED: session resumed"
+    );
+    assert!(h.m.is_live());
+}
+
+#[test]
+fn op7_reconnect_resumes() {
+    for frame in [
+        json!({"op": 7}),
+        json!({"op": 7, "d": {}}),
+        json!({"op": 7, "d": null}),
+    ] {
+        let mut h = H::new();
+        h.live();
+        let out = h.json(&frame);
+        assert_eq!(close_code(&out), Some(4000));
+        assert_eq!(
+            status(&out, ShardState::Disconnected).reason.as_deref(),
+            Some("reconnect_requested")
+        );
+        let (url, out) = h.reconnect();
+        assert!(url.starts_with(RESUME_URL));
+        assert!(sent_json(&out, SendKind::Resume).is_some());
+    }
+}
+
+#[test]
+fn op9_resumable_resumes() {
+    let mut h = H::new();
+    h.live();
+    let out = h.json(&json!({"op": 9, "d": true}));
+    assert_eq!(close_code(&out), Some(4000));
+    let (_, out) = h.reconnect();
+    assert!(sent_json(&out, SendKind::Resume).is_some());
+}
+
+#[test]
+fn op9_not_resumable_starts_a_new_session_through_the_identify_floor() {
+    let mut h = H::new();
+    h.live();
+    let out = h.json(&json!({"op": 9, "d": false}));
+    assert_eq!(close_code(&out), Some(1000));
+    assert_eq!(
+        status(&out, ShardState::Disconnected).will_resume,
+        Some(false)
+    );
+    assert!(h.m.session().is_none());
+    let (url, out) = h.reconnect();
+    assert!(
+        url.starts_with(GATEWAY),
+        "new sessions use the main gateway URL: {url}"
+    );
+    assert!(out.contains(&Action::RequestIdentify));
+    assert!(sent_json(&out, SendKind::Resume).is_none());
+}
+
+#[test]
+fn op9_during_resume_falls_back_to_identify() {
+    let mut h = H::new();
+    h.live();
+    h.json(&json!({"op": 7}));
+    h.reconnect();
+    let out = h.json(&json!({"op": 9, "d": false}));
+    assert_eq!(close_code(&out), Some(1000));
+    let (url, out) = h.reconnect();
+    assert!(url.starts_with(GATEWAY));
+    assert!(out.contains(&Action::RequestIdentify));
+}
+
+#[test]
+fn every_close_code_has_its_documented_disposition() {
+    for code in [4000, 4001, 4002, 4003, 4005, 4008, 1000, 1001, 4999] {
+        let mut h = H::new();
+        h.live();
+        let out = h.feed(Input::Closed {
+            code: Some(code),
+            reason: String::new(),
+        });
+        assert_eq!(
+            status(&out, ShardState::Disconnected).will_resume,
+            Some(true),
+            "{code}"
+        );
+        let (_, out) = h.reconnect();
+        assert!(
+            sent_json(&out, SendKind::Resume).is_some(),
+            "{code} resumes"
+        );
+    }
+    for code in [4007, 4009] {
+        let mut h = H::new();
+        h.live();
+        let out = h.feed(Input::Closed {
+            code: Some(code),
+            reason: String::new(),
+        });
+        assert_eq!(
+            status(&out, ShardState::Disconnected).will_resume,
+            Some(false),
+            "{code}"
+        );
+        let (url, out) = h.reconnect();
+        assert!(url.starts_with(GATEWAY), "{code}");
+        assert!(out.contains(&Action::RequestIdentify), "{code} identifies");
+    }
+    for code in [4004, 4010, 4011, 4012, 4013, 4014] {
+        let mut h = H::new();
+        h.live();
+        let out = h.feed(Input::Closed {
+            code: Some(code),
+            reason: "bye".into(),
+        });
+        let stop = out.iter().find_map(|a| match a {
+            Action::Stop(Stop::Fatal { code, message }) => Some((*code, message.clone())),
+            _ => None,
+        });
+        let (c, message) = stop.unwrap_or_else(|| panic!("{code} is fatal"));
+        assert_eq!(c, code);
+        assert!(message.contains(&code.to_string()), "{message}");
+        assert!(message.contains("DISCORD_"), "names the setting: {message}");
+        assert!(!message.contains(TOKEN));
+        let s = status(&out, ShardState::Error);
+        assert_eq!((s.fatal, s.close_code), (Some(true), Some(code)));
+        assert!(h.m.is_stopped());
+        assert_eq!(h.m.next_deadline(), None);
+        assert_eq!(h.feed(Input::Tick), []);
+    }
+}
+
+#[test]
+fn transport_loss_resumes() {
+    let mut h = H::new();
+    h.live();
+    let out = h.feed(Input::Closed {
+        code: None,
+        reason: "connection reset".into(),
+    });
+    assert_eq!(
+        status(&out, ShardState::Disconnected).reason.as_deref(),
+        Some("connection_lost")
+    );
+    let (_, out) = h.reconnect();
+    assert!(sent_json(&out, SendKind::Resume).is_some());
+}
+
+#[test]
+fn resume_starts_from_the_last_acked_seq_not_the_last_received() {
+    let mut h = H::new();
+    h.live();
+    h.dispatch(2, "MESSAGE_CREATE", &message(2, "42"));
+    h.dispatch(3, "MESSAGE_CREATE", &message(3, "42"));
+    h.dispatch(4, "GUILD_CREATE", &json!({"id": "1"}));
+    h.feed(Input::Acked { epoch: 1, seq: 2 });
+    h.feed(Input::Acked { epoch: 99, seq: 4 });
+    h.json(&json!({"op": 7}));
+    let (_, out) = h.reconnect();
+    assert_eq!(sent_json(&out, SendKind::Resume).unwrap()["d"]["seq"], 2);
+    // Discord replays 3 and 4: both are already in the publisher, not sent again.
+    assert!(publishes(&h.dispatch(3, "MESSAGE_CREATE", &message(3, "42"))).is_empty());
+    assert!(publishes(&h.dispatch(4, "GUILD_CREATE", &json!({"id": "1"}))).is_empty());
+    assert_eq!(h.m.stats().replays_skipped, 2);
+    let out = h.dispatch(5, "MESSAGE_CREATE", &message(5, "42"));
+    assert_eq!(publishes(&out)[0].seq, 5);
+    h.dispatch(6, "RESUMED", &json!({}));
+    assert!(h.m.is_live());
+}
+
+#[test]
+fn repeated_failed_resumes_fall_back_to_identify() {
+    let mut h = H::new();
+    h.live();
+    h.json(&json!({"op": 7}));
+    for _ in 0..3 {
+        let (_, out) = h.reconnect();
+        assert!(sent_json(&out, SendKind::Resume).is_some());
+        h.feed(Input::Closed {
+            code: Some(4000),
+            reason: String::new(),
+        });
+    }
+    let (url, out) = h.reconnect();
+    assert!(url.starts_with(GATEWAY), "{url}");
+    assert!(out.contains(&Action::RequestIdentify));
+}
+
+#[test]
+fn unreachable_resume_url_falls_back_to_identify() {
+    let mut h = H::new();
+    h.live();
+    h.json(&json!({"op": 7}));
+    for _ in 0..10 {
+        let url = connect_url_of(&h.next()).unwrap();
+        assert!(url.starts_with(RESUME_URL));
+        h.feed(Input::ConnectFailed {
+            error: "refused".into(),
+        });
+    }
+    let url = connect_url_of(&h.next()).unwrap();
+    assert!(url.starts_with(GATEWAY), "{url}");
+}
+
+#[test]
+fn backoff_grows_with_failures_and_resets_after_ready() {
+    let mut h = H::new();
+    h.feed(Input::Start);
+    let mut ceilings = Vec::new();
+    for attempt in 0..8u32 {
+        let out = h.feed(Input::ConnectFailed {
+            error: "refused".into(),
+        });
+        let b = status(&out, ShardState::Backoff);
+        assert_eq!(b.attempt, Some(attempt + 1));
+        let ceiling = 1000u64 << attempt.min(6);
+        assert!(b.delay_ms.unwrap() <= ceiling.min(60_000), "{b:?}");
+        ceilings.push(b.delay_ms.unwrap());
+        connect_url_of(&h.next()).unwrap();
+    }
+    assert!(
+        ceilings.iter().any(|d| *d > 1000),
+        "delays grow: {ceilings:?}"
+    );
+    h.feed(Input::Opened);
+    h.hello();
+    h.feed(Input::IdentifyPermit);
+    h.ready(1, "s");
+    let out = h.json(&json!({"op": 7}));
+    let b = status(&out, ShardState::Backoff);
+    assert_eq!(b.attempt, Some(1), "reset after READY");
+    assert!(b.delay_ms.unwrap() <= 1000);
+}
+
+#[test]
+fn malformed_frames_are_skipped_without_dropping_the_session() {
+    let mut h = H::new();
+    h.live();
+    for junk in [
+        &b""[..],
+        b"   ",
+        b"not json",
+        b"[1,2,3]",
+        b"42",
+        b"\"text\"",
+        b"{\"op\":0",
+        b"{\"op\":\"x\"}",
+        b"{\"t\":\"MESSAGE_CREATE\"}",
+        b"\xff\xfe\x00",
+    ] {
+        let out = h.feed(Input::Payload(junk));
+        assert_eq!(out, [], "{}", String::from_utf8_lossy(junk));
+    }
+    assert!(h.json(&json!({"op": 42, "d": {}})).is_empty());
+    assert_eq!(h.m.stats().unknown_opcodes, 1);
+    // A dispatch without d, and one with a malformed body, are skipped.
+    assert!(
+        h.json(&json!({"op": 0, "s": 2, "t": "MESSAGE_CREATE"}))
+            .is_empty()
+    );
+    assert!(
+        h.dispatch(3, "MESSAGE_CREATE", &json!({"id": 5}))
+            .is_empty()
+    );
+    assert!(h.dispatch(4, "INTERACTION_CREATE", &json!([1])).is_empty());
+    assert!(h.m.stats().malformed >= 10);
+    assert!(h.m.is_live());
+    assert_eq!(h.m.session().unwrap().commits.committed(), 4);
+    assert_eq!(
+        publishes(&h.dispatch(5, "MESSAGE_CREATE", &message(5, "1"))).len(),
+        1
+    );
+}
+
+#[test]
+fn oversized_payloads_are_counted_and_skipped() {
+    let mut h = H::new();
+    h.live();
+    assert_eq!(h.feed(Input::Oversized { size: 1 << 30 }), []);
+    assert_eq!(h.m.stats().oversized, 1);
+    assert!(h.m.is_live());
+}
+
+#[test]
+fn corrupt_stream_resets_the_connection_and_resumes() {
+    let mut h = H::new();
+    h.live();
+    let out = h.feed(Input::StreamCorrupt {
+        error: "bad zlib".into(),
+    });
+    assert_eq!(close_code(&out), Some(4000));
+    let (_, out) = h.reconnect();
+    assert!(sent_json(&out, SendKind::Resume).is_some());
+}
+
+#[test]
+fn missing_hello_times_out() {
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    let out = h.advance(Duration::from_secs(20));
+    assert_eq!(close_code(&out), Some(4000));
+    assert_eq!(
+        status(&out, ShardState::Disconnected).reason.as_deref(),
+        Some("hello_timeout")
+    );
+}
+
+#[test]
+fn hello_without_interval_reconnects() {
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    let out = h.json(&json!({"op": 10, "d": {"heartbeat_interval": 0}}));
+    assert_eq!(close_code(&out), Some(4000));
+}
+
+#[test]
+fn missing_ready_times_out() {
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    h.hello();
+    h.feed(Input::IdentifyPermit);
+    // Heartbeats are acked, but READY never comes.
+    let mut closed = None;
+    for _ in 0..10 {
+        let out = h.next();
+        if let Some(code) = close_code(&out) {
+            closed = Some((code, status(&out, ShardState::Disconnected)));
+            break;
+        }
+        h.json(&json!({"op": 11}));
+    }
+    let (code, s) = closed.expect("handshake timeout");
+    assert_eq!(
+        (code, s.reason.as_deref()),
+        (4000, Some("handshake_timeout"))
+    );
+}
+
+#[test]
+fn shutdown_closes_with_1000_and_stops() {
+    let mut h = H::new();
+    h.live();
+    let out = h.feed(Input::Shutdown);
+    assert_eq!(close_code(&out), Some(1000));
+    assert_eq!(states(&out), [ShardState::ShuttingDown]);
+    assert!(out.contains(&Action::Stop(Stop::Shutdown)));
+    assert!(h.m.is_stopped());
+    assert_eq!(
+        h.json(&json!({"op": 0, "s": 2, "t": "MESSAGE_CREATE", "d": message(2, "1")})),
+        []
+    );
+    // Shutdown while waiting for a reconnect stops without a close frame.
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::ConnectFailed { error: "x".into() });
+    let out = h.feed(Input::Shutdown);
+    assert_eq!(close_code(&out), None);
+    assert!(out.contains(&Action::Stop(Stop::Shutdown)));
+}
+
+#[test]
+fn full_publisher_pauses_then_resumes_from_the_acked_seq() {
+    let mut h = H::new();
+    h.live();
+    h.dispatch(2, "MESSAGE_CREATE", &message(2, "1"));
+    h.feed(Input::Acked { epoch: 1, seq: 2 });
+    h.dispatch(3, "MESSAGE_CREATE", &message(3, "1"));
+    h.dispatch(4, "MESSAGE_CREATE", &message(4, "1"));
+    let out = h.feed(Input::PublishRejected { epoch: 1, seq: 4 });
+    assert_eq!(close_code(&out), Some(4000));
+    let s = status(&out, ShardState::Disconnected);
+    assert_eq!(s.reason.as_deref(), Some("nats_backpressure"));
+    assert_eq!(
+        h.m.next_deadline(),
+        None,
+        "paused until the publisher has room"
+    );
+    assert_eq!(h.advance(Duration::from_secs(3600)), []);
+    let out = h.feed(Input::PublisherReady);
+    let url = connect_url_of(&out).unwrap();
+    assert!(url.starts_with(RESUME_URL));
+    h.feed(Input::Opened);
+    let out = h.hello();
+    assert_eq!(sent_json(&out, SendKind::Resume).unwrap()["d"]["seq"], 2);
+    // 3 is still in the publisher; 4 was refused, so its replay is relayed.
+    assert!(publishes(&h.dispatch(3, "MESSAGE_CREATE", &message(3, "1"))).is_empty());
+    assert_eq!(
+        publishes(&h.dispatch(4, "MESSAGE_CREATE", &message(4, "1")))[0].seq,
+        4
+    );
+}
+
+#[test]
+fn unavoidable_loss_is_reported_with_its_range() {
+    let mut h = H::new();
+    h.live();
+    h.dispatch(2, "MESSAGE_CREATE", &message(2, "1"));
+    h.dispatch(3, "MESSAGE_CREATE", &message(3, "1"));
+    h.feed(Input::PublishRejected { epoch: 1, seq: 3 });
+    h.feed(Input::PublisherReady);
+    h.feed(Input::Opened);
+    h.hello();
+    // The session expired during the outage.
+    let out = h.json(&json!({"op": 9, "d": false}));
+    let e = status(&out, ShardState::Error);
+    assert_eq!(e.fatal, Some(false));
+    let lost = e.lost.expect("lost range");
+    assert_eq!((lost.from, lost.to), (3, 3));
+    assert!(e.message.unwrap().contains("3..=3"));
+    assert_eq!(h.m.stats().lost, 1);
+}
+
+#[test]
+fn unsafe_resume_url_is_not_used() {
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    h.hello();
+    h.feed(Input::IdentifyPermit);
+    h.dispatch(
+        1,
+        "READY",
+        &json!({"session_id": "s", "resume_gateway_url": "wss://evil.example.com",
+                "user": {"id": BOT_ID}}),
+    );
+    assert!(h.m.is_live());
+    let out = h.json(&json!({"op": 7}));
+    assert_eq!(
+        status(&out, ShardState::Disconnected).will_resume,
+        Some(false)
+    );
+    let url = connect_url_of(&h.next()).unwrap();
+    assert!(url.starts_with(GATEWAY), "{url}");
+}
+
+#[test]
+fn insecure_resume_url_is_allowed_for_the_simulator() {
+    let mut cfg = config();
+    cfg.allow_insecure_gateway = true;
+    cfg.gateway_url = "ws://127.0.0.1:1/gateway".into();
+    let mut h = H::with(cfg);
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    h.hello();
+    h.feed(Input::IdentifyPermit);
+    h.dispatch(
+        1,
+        "READY",
+        &json!({"session_id": "s", "resume_gateway_url": "ws://127.0.0.1:1/resume",
+                "user": {"id": BOT_ID}}),
+    );
+    h.json(&json!({"op": 7}));
+    let url = connect_url_of(&h.next()).unwrap();
+    assert!(url.starts_with("ws://127.0.0.1:1/resume/?v=10"), "{url}");
+}
+
+#[test]
+fn heartbeats_are_never_starved_by_the_rate_limit() {
+    let mut h = H::new();
+    h.live();
+    // Discord asks for 130 heartbeats at once: 120 go out, 10 wait a window.
+    let mut sent = 0;
+    for _ in 0..130 {
+        sent += sends(&h.json(&json!({"op": 1}))).len();
+    }
+    assert_eq!(sent, 119, "IDENTIFY used one slot of the window");
+    let at = h.m.next_deadline().unwrap();
+    assert!(at <= h.now + Duration::from_secs(60));
+    h.json(&json!({"op": 11}));
+    h.now += Duration::from_secs(60);
+    let out = h.feed(Input::Tick);
+    assert!(
+        sends(&out).len() >= 10,
+        "queued beats flushed: {}",
+        sends(&out).len()
+    );
+}
+
+#[test]
+fn raw_dispatch_firehose_publishes_selected_events() {
+    let mut cfg = config();
+    cfg.raw_dispatch = vec!["GUILD_CREATE".into()];
+    let mut h = H::with(cfg);
+    h.live();
+    let out = h.dispatch(2, "GUILD_CREATE", &json!({"id": "1", "name": "g"}));
+    let p = publishes(&out);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].kind, PublishKind::Raw("GUILD_CREATE".into()));
+    assert!(!p[0].is_durable());
+    assert_eq!(p[0].body, br#"{"id":"1","name":"g"}"#);
+    // Not durable: it does not hold back the resume point.
+    assert_eq!(h.m.session().unwrap().commits.committed(), 2);
+}
+
+#[test]
+fn debug_output_never_contains_the_token() {
+    let mut h = H::new();
+    h.live();
+    let out = h.feed(Input::Start);
+    let dump = format!("{:?} {:?} {out:?}", h.m, config());
+    assert!(!dump.contains(TOKEN), "{dump}");
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    h.hello();
+    let out = h.feed(Input::IdentifyPermit);
+    assert!(!format!("{out:?}").contains(TOKEN));
+}

@@ -1,0 +1,269 @@
+//! What goes in and out of the session machine.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use discord_bridge_schemas::{AgentEventKind, StatusEvent};
+
+use crate::codec::Compression;
+use crate::gateway::payload::Properties;
+use crate::gateway::{Intents, ShardId};
+use crate::secret::Secret;
+
+/// Everything the machine needs to know about its shard.
+#[derive(Debug, Clone)]
+pub struct MachineConfig {
+    /// Which shard this is.
+    pub shard: ShardId,
+    /// The bot token, sent in IDENTIFY and RESUME.
+    pub token: Secret,
+    /// Intents sent in IDENTIFY.
+    pub intents: Intents,
+    /// Where new sessions connect (from `GET /gateway/bot` or configuration).
+    pub gateway_url: String,
+    /// Transport compression requested in the URL.
+    pub compression: Compression,
+    /// Accept non-`wss://discord.gg` resume URLs (simulator and tests).
+    pub allow_insecure_gateway: bool,
+    /// Reconnect backoff: first step.
+    pub backoff_base: Duration,
+    /// Reconnect backoff: ceiling.
+    pub backoff_max: Duration,
+    /// Dispatch names also published raw (the firehose).
+    pub raw_dispatch: Vec<String>,
+    /// IDENTIFY connection properties.
+    pub properties: Properties,
+    /// How long to wait for HELLO after the socket opened.
+    pub hello_timeout: Duration,
+    /// How long to wait for READY or RESUMED after IDENTIFY or RESUME.
+    pub handshake_timeout: Duration,
+    /// RESUMEs that may fail after the socket opened (no RESUMED, no op 9)
+    /// before the session is given up for a fresh IDENTIFY.
+    pub max_resume_failures: u32,
+    /// Failed connects to `resume_gateway_url` before falling back to a new
+    /// session on the main gateway URL.
+    pub max_resume_connect_failures: u32,
+    /// Seed of the machine's randomness (jitter); fixed in tests.
+    pub seed: u64,
+}
+
+impl MachineConfig {
+    /// Defaults for everything but the identity of the shard.
+    #[must_use]
+    pub fn new(shard: ShardId, token: Secret, gateway_url: String) -> Self {
+        Self {
+            shard,
+            token,
+            intents: Intents::default(),
+            gateway_url,
+            compression: Compression::default(),
+            allow_insecure_gateway: false,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            raw_dispatch: Vec::new(),
+            properties: Properties::default(),
+            hello_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(120),
+            max_resume_failures: 3,
+            max_resume_connect_failures: 10,
+            seed: fastrand::u64(..),
+        }
+    }
+}
+
+/// One input to the machine.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// Begin: connect.
+    Start,
+    /// The WebSocket opened.
+    Opened,
+    /// The WebSocket could not be opened.
+    ConnectFailed {
+        /// Why (never contains secrets).
+        error: String,
+    },
+    /// One complete JSON payload.
+    Payload(&'a [u8]),
+    /// A payload larger than the cap was dropped.
+    Oversized {
+        /// Its size.
+        size: usize,
+    },
+    /// The compressed stream broke: the connection must be reset.
+    StreamCorrupt {
+        /// Why.
+        error: String,
+    },
+    /// The connection ended: a close frame (`code`) or a transport error.
+    Closed {
+        /// The close code, if a close frame arrived.
+        code: Option<u16>,
+        /// Close reason or transport error.
+        reason: String,
+    },
+    /// Time passed: check deadlines.
+    Tick,
+    /// The identify rate limiter allows an IDENTIFY now.
+    IdentifyPermit,
+    /// JetStream stored every event of session `epoch` up to `seq`.
+    Acked {
+        /// The session.
+        epoch: u64,
+        /// The sequence.
+        seq: u64,
+    },
+    /// The publisher's buffer is full: the event `seq` was not taken.
+    PublishRejected {
+        /// The session.
+        epoch: u64,
+        /// The sequence.
+        seq: u64,
+    },
+    /// The publisher has room again (after [`Input::PublishRejected`]).
+    PublisherReady,
+    /// Stop for good.
+    Shutdown,
+}
+
+/// Whether a send may use the heartbeat reserve of the rate limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendKind {
+    /// op 1.
+    Heartbeat,
+    /// op 2 (contains the token).
+    Identify,
+    /// op 6 (contains the token).
+    Resume,
+}
+
+/// A text frame to send. Its `Debug` never shows the text, which may hold
+/// the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutFrame {
+    /// What it is.
+    pub kind: SendKind,
+    /// The JSON text.
+    pub text: String,
+}
+
+impl fmt::Debug for OutFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutFrame")
+            .field("kind", &self.kind)
+            .field("len", &self.text.len())
+            .finish()
+    }
+}
+
+/// What a published event is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishKind {
+    /// A normalized agent event, stored in JetStream.
+    Agent(AgentEventKind),
+    /// A raw dispatch for the firehose subject (core NATS, not stored).
+    Raw(Box<str>),
+}
+
+/// An event for the publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// The local session number, echoed back in acks.
+    pub epoch: u64,
+    /// Discord's session id (for `Nats-Msg-Id`).
+    pub session_id: Arc<str>,
+    /// Dispatch sequence.
+    pub seq: u64,
+    /// What it is.
+    pub kind: PublishKind,
+    /// For the `Discord-Guild` header.
+    pub guild_id: Option<String>,
+    /// The message body.
+    pub body: Vec<u8>,
+}
+
+impl Publish {
+    /// The dispatch name, for the `Discord-Event` header.
+    #[must_use]
+    pub fn event_name(&self) -> &str {
+        match &self.kind {
+            PublishKind::Agent(AgentEventKind::Message) => "MESSAGE_CREATE",
+            PublishKind::Agent(AgentEventKind::Interaction) => "INTERACTION_CREATE",
+            PublishKind::Raw(t) => t,
+        }
+    }
+
+    /// Whether this event goes to the durable agent stream.
+    #[must_use]
+    pub const fn is_durable(&self) -> bool {
+        matches!(self.kind, PublishKind::Agent(_))
+    }
+}
+
+/// Why the shard stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Shutdown was requested.
+    Shutdown,
+    /// Discord closed with a code that reconnecting cannot fix.
+    Fatal {
+        /// The close code.
+        code: u16,
+        /// Names the code and the fix.
+        message: String,
+    },
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Open a WebSocket to this URL (query included), then feed
+    /// [`Input::Opened`] or [`Input::ConnectFailed`].
+    Connect {
+        /// The URL.
+        url: String,
+    },
+    /// Send a text frame.
+    Send(OutFrame),
+    /// Send a close frame with this code and drop the connection. Nothing
+    /// more is read from it.
+    Close {
+        /// The code: 1000 ends the session, anything else keeps it resumable.
+        code: u16,
+    },
+    /// Ask the identify rate limiter for a permit, then feed
+    /// [`Input::IdentifyPermit`]. Forget the request when the connection
+    /// closes.
+    RequestIdentify,
+    /// Hand an event to the publisher; feed [`Input::PublishRejected`] if it
+    /// cannot take it.
+    Publish(Publish),
+    /// Publish a status event.
+    Status(StatusEvent),
+    /// The shard is done.
+    Stop(Stop),
+}
+
+/// Counters for the status endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Agent events handed to the publisher.
+    pub relayed: u64,
+    /// Messages by the bot itself, not relayed.
+    pub own_messages: u64,
+    /// Frames or dispatch bodies that could not be used.
+    pub malformed: u64,
+    /// Frames dropped for exceeding the size cap.
+    pub oversized: u64,
+    /// Payloads with an opcode Discord does not document.
+    pub unknown_opcodes: u64,
+    /// Replayed dispatches already handled before a RESUME.
+    pub replays_skipped: u64,
+    /// Connections lost (all causes).
+    pub reconnects: u64,
+    /// Dispatches known to be lost (session invalidated before replay).
+    pub lost: u64,
+    /// READY received.
+    pub sessions: u64,
+}

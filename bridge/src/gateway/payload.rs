@@ -1,0 +1,281 @@
+//! Gateway payloads: a lean decoder for what Discord sends and builders for
+//! what we send.
+//!
+//! Inbound frames are decoded with borrowed fields only: `d` stays raw JSON
+//! (`&RawValue`) until the one place that needs to look inside it, so a
+//! dispatch costs one validating scan plus the normalizer's reads.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{Intents, ShardId};
+
+/// Gateway opcodes.
+pub mod op {
+    /// An event was dispatched.
+    pub const DISPATCH: u8 = 0;
+    /// Keep-alive; Discord may also ask for one.
+    pub const HEARTBEAT: u8 = 1;
+    /// Start a new session.
+    pub const IDENTIFY: u8 = 2;
+    /// Resume a session.
+    pub const RESUME: u8 = 6;
+    /// Discord asks the client to reconnect and resume.
+    pub const RECONNECT: u8 = 7;
+    /// The session is invalid; `d` says whether it may be resumed.
+    pub const INVALID_SESSION: u8 = 9;
+    /// First message of a connection, with the heartbeat interval.
+    pub const HELLO: u8 = 10;
+    /// Acknowledges a heartbeat.
+    pub const HEARTBEAT_ACK: u8 = 11;
+}
+
+/// One payload received from the gateway.
+#[derive(Debug, Deserialize)]
+pub struct Inbound<'a> {
+    /// Opcode; wider than `u8` so that junk numbers are reported, not errors.
+    pub op: u64,
+    /// Event data, left as raw JSON. `None` when absent or `null`.
+    #[serde(borrow, default)]
+    pub d: Option<&'a RawValue>,
+    /// Sequence number (dispatches only).
+    #[serde(default)]
+    pub s: Option<u64>,
+    /// Event name (dispatches only).
+    #[serde(borrow, default)]
+    pub t: Option<Cow<'a, str>>,
+}
+
+/// Why a frame was skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// An empty frame.
+    #[error("empty frame")]
+    Empty,
+    /// Not a JSON object.
+    #[error("not a gateway payload: expected a JSON object")]
+    NotAnObject,
+    /// Not a JSON object with a numeric `op`.
+    #[error("not a gateway payload: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Decodes one payload.
+///
+/// # Errors
+/// Empty input, invalid JSON, or JSON that is not a payload object.
+pub fn decode(bytes: &[u8]) -> Result<Inbound<'_>, DecodeError> {
+    // serde would also accept `[op, d, s, t]` as a struct: only objects are
+    // payloads.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Err(DecodeError::Empty),
+        Some(b'{') => Ok(serde_json::from_slice(bytes)?),
+        Some(_) => Err(DecodeError::NotAnObject),
+    }
+}
+
+/// `d` of HELLO.
+#[derive(Debug, Deserialize)]
+pub struct Hello {
+    /// Milliseconds between heartbeats.
+    pub heartbeat_interval: u64,
+}
+
+/// The parts of READY's `d` the bridge keeps.
+#[derive(Debug, Deserialize)]
+pub struct Ready<'a> {
+    /// The session to resume later.
+    #[serde(borrow)]
+    pub session_id: Cow<'a, str>,
+    /// Where to resume it.
+    #[serde(borrow, default)]
+    pub resume_gateway_url: Option<Cow<'a, str>>,
+    /// The bot's own user.
+    #[serde(borrow)]
+    pub user: ReadyUser<'a>,
+}
+
+/// The bot user in READY.
+#[derive(Debug, Deserialize)]
+pub struct ReadyUser<'a> {
+    /// Its id: messages by this author are not relayed.
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    /// Its name, for logs.
+    #[serde(borrow, default)]
+    pub username: Option<Cow<'a, str>>,
+}
+
+/// Connection properties sent in IDENTIFY.
+#[derive(Debug, Clone, Serialize)]
+pub struct Properties {
+    /// Operating system.
+    pub os: &'static str,
+    /// Library name.
+    pub browser: &'static str,
+    /// Library name.
+    pub device: &'static str,
+}
+
+impl Default for Properties {
+    fn default() -> Self {
+        Self {
+            os: std::env::consts::OS,
+            browser: "discord-bridge",
+            device: "discord-bridge",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<D> {
+    op: u8,
+    d: D,
+}
+
+#[derive(Serialize)]
+struct IdentifyData<'a> {
+    token: &'a str,
+    intents: u64,
+    shard: [u32; 2],
+    properties: &'a Properties,
+    compress: bool,
+    large_threshold: u32,
+}
+
+#[derive(Serialize)]
+struct ResumeData<'a> {
+    token: &'a str,
+    session_id: &'a str,
+    seq: u64,
+}
+
+/// `{"op":1,"d":seq}`.
+#[must_use]
+pub fn heartbeat(seq: Option<u64>) -> String {
+    match seq {
+        Some(s) => format!(r#"{{"op":1,"d":{s}}}"#),
+        None => r#"{"op":1,"d":null}"#.to_owned(),
+    }
+}
+
+/// IDENTIFY. The result contains the token: never log it.
+#[must_use]
+pub fn identify(token: &str, intents: Intents, shard: ShardId, properties: &Properties) -> String {
+    encode(&Envelope {
+        op: op::IDENTIFY,
+        d: IdentifyData {
+            token,
+            intents: intents.bits(),
+            shard: shard.pair(),
+            properties,
+            compress: false,
+            large_threshold: 250,
+        },
+    })
+}
+
+/// RESUME. The result contains the token: never log it.
+#[must_use]
+pub fn resume(token: &str, session_id: &str, seq: u64) -> String {
+    encode(&Envelope {
+        op: op::RESUME,
+        d: ResumeData {
+            token,
+            session_id,
+            seq,
+        },
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> String {
+    // Serializing these plain structs to a String cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/corpus/frames");
+
+    fn corpus(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{CORPUS}/{name}")).unwrap()
+    }
+
+    #[test]
+    fn decodes_real_frames() {
+        let hello = corpus("discordbm_zlibcap_op10.json");
+        let p = decode(&hello).unwrap();
+        assert_eq!(p.op, u64::from(op::HELLO));
+        let h: Hello = serde_json::from_str(p.d.unwrap().get()).unwrap();
+        assert!(h.heartbeat_interval > 0);
+
+        let ready = corpus("discordbm_zlibcap_ready.json");
+        let p = decode(&ready).unwrap();
+        assert_eq!(p.t.as_deref(), Some("READY"));
+        let r: Ready<'_> = serde_json::from_str(p.d.unwrap().get()).unwrap();
+        assert!(!r.session_id.is_empty());
+        assert!(r.resume_gateway_url.unwrap().starts_with("wss://"));
+
+        let msg = corpus("discordbm_message_create.json");
+        let p = decode(&msg).unwrap();
+        assert_eq!(
+            (p.op, p.s, p.t.as_deref()),
+            (0, Some(130), Some("MESSAGE_CREATE"))
+        );
+    }
+
+    #[test]
+    fn edge_frames_from_kord() {
+        let bytes = corpus("kord_op7_reconnect_no_d.json");
+        let p = decode(&bytes).unwrap();
+        assert_eq!((p.op, p.d.is_none()), (7, true));
+        let bytes = corpus("kord_resumed_no_d.json");
+        let p = decode(&bytes).unwrap();
+        assert_eq!(p.t.as_deref(), Some("RESUMED"));
+        let bytes = corpus("kord_op9_invalid_session_false.json");
+        let p = decode(&bytes).unwrap();
+        assert_eq!(p.d.unwrap().get(), "false");
+    }
+
+    #[test]
+    fn rejects_junk() {
+        assert!(matches!(decode(b""), Err(DecodeError::Empty)));
+        assert!(matches!(decode(b"  \n"), Err(DecodeError::Empty)));
+        assert!(matches!(decode(b"[1,2]"), Err(DecodeError::NotAnObject)));
+        assert!(matches!(
+            decode(b" [1,null,3,\"T\"]"),
+            Err(DecodeError::NotAnObject)
+        ));
+        assert!(decode(b"\"op\"").is_err());
+        assert!(decode(b"{\"op\":\"x\"}").is_err());
+        assert!(decode(b"{\"op\":0,").is_err());
+        assert!(decode(b"{\"d\":{}}").is_err(), "op is required");
+    }
+
+    #[test]
+    fn outbound_shapes() {
+        assert_eq!(heartbeat(None), r#"{"op":1,"d":null}"#);
+        assert_eq!(heartbeat(Some(42)), r#"{"op":1,"d":42}"#);
+        let id = identify(
+            "tok",
+            Intents(4609),
+            ShardId::new(1, 4),
+            &Properties::default(),
+        );
+        let v: serde_json::Value = serde_json::from_str(&id).unwrap();
+        assert_eq!(v["op"], 2);
+        assert_eq!(v["d"]["token"], "tok");
+        assert_eq!(v["d"]["intents"], 4609);
+        assert_eq!(v["d"]["shard"], serde_json::json!([1, 4]));
+        assert_eq!(v["d"]["properties"]["browser"], "discord-bridge");
+        let r: serde_json::Value = serde_json::from_str(&resume("tok", "abc", 9)).unwrap();
+        assert_eq!(
+            r,
+            serde_json::json!({"op":6,"d":{"token":"tok","session_id":"abc","seq":9}})
+        );
+    }
+}
