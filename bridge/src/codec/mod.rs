@@ -204,7 +204,10 @@ mod tests {
     fn plain_payloads_respect_the_cap() {
         let mut d = Decoder::new(Compression::None, 4).unwrap();
         assert_eq!(d.binary(b"{}"), Ok(Some(Frame::Payload(b"{}"))));
-        assert_eq!(d.binary(b"{\"a\":1}"), Ok(Some(Frame::Oversized { size: 7 })));
+        assert_eq!(
+            d.binary(b"{\"a\":1}"),
+            Ok(Some(Frame::Oversized { size: 7 }))
+        );
         assert_eq!(d.text(b"[1,2,3]"), Frame::Oversized { size: 7 });
     }
 }

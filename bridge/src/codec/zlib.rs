@@ -88,7 +88,10 @@ fn inflate_into(
                 discarded = discarded.saturating_add(out.len());
                 out.clear();
             } else {
-                let room = out.len().max(MIN_GROW).min(max.saturating_add(1) - out.len());
+                let room = out
+                    .len()
+                    .max(MIN_GROW)
+                    .min(max.saturating_add(1) - out.len());
                 out.reserve(room.max(1));
             }
         }
@@ -149,9 +152,15 @@ mod tests {
         let big = format!(r#"{{"op":0,"d":"{}"}}"#, "x".repeat(200_000));
         let mut z = ZlibStream::new(50_000);
         let first = enc.encode(big.as_bytes());
-        assert_eq!(z.push(&first), Ok(Some(Frame::Oversized { size: big.len() })));
+        assert_eq!(
+            z.push(&first),
+            Ok(Some(Frame::Oversized { size: big.len() }))
+        );
         let second = enc.encode(br#"{"op":11}"#);
-        assert_eq!(z.push(&second), Ok(Some(Frame::Payload(&br#"{"op":11}"#[..]))));
+        assert_eq!(
+            z.push(&second),
+            Ok(Some(Frame::Payload(&br#"{"op":11}"#[..])))
+        );
     }
 
     #[test]

@@ -59,7 +59,6 @@ impl ZstdStream {
                 .run(&mut input, &mut output)
                 .map_err(|e| CodecError::Zstd(e.to_string()))?;
             let full = output.pos() == output.capacity();
-            drop(output);
             if input.pos() == message.len() && !full {
                 break;
             }
@@ -82,7 +81,11 @@ mod tests {
     fn each_message_is_one_payload() {
         let mut enc = ZstdEncoder::new().unwrap();
         let mut z = ZstdStream::new(1 << 20).unwrap();
-        for payload in [&br#"{"op":10}"#[..], br#"{"op":11}"#, br#"{"op":0,"t":"X"}"#] {
+        for payload in [
+            &br#"{"op":10}"#[..],
+            br#"{"op":11}"#,
+            br#"{"op":0,"t":"X"}"#,
+        ] {
             let bytes = enc.encode(payload).unwrap();
             assert_eq!(z.push(&bytes), Ok(Frame::Payload(payload)));
         }

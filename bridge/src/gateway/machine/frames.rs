@@ -29,19 +29,19 @@ impl Machine {
         match u8::try_from(p.op).unwrap_or(u8::MAX) {
             op::DISPATCH => self.dispatch(now, &p, out),
             op::HEARTBEAT => {
-                if let Phase::Open(conn) = &mut self.phase {
-                    if let Some(hb) = conn.stage.heartbeat() {
-                        hb.on_request(now);
-                    }
+                if let Phase::Open(conn) = &mut self.phase
+                    && let Some(hb) = conn.stage.heartbeat()
+                {
+                    hb.on_request(now);
                 }
                 self.send_heartbeat(now, out);
             }
             op::HEARTBEAT_ACK => {
-                if let Phase::Open(conn) = &mut self.phase {
-                    if let Some(rtt) = conn.stage.heartbeat().and_then(|hb| hb.on_ack(now)) {
-                        self.last_rtt = Some(rtt);
-                        tracing::trace!(shard = %self.cfg.shard, rtt_ms = rtt.as_millis(), "heartbeat acknowledged");
-                    }
+                if let Phase::Open(conn) = &mut self.phase
+                    && let Some(rtt) = conn.stage.heartbeat().and_then(|hb| hb.on_ack(now))
+                {
+                    self.last_rtt = Some(rtt);
+                    tracing::trace!(shard = %self.cfg.shard, rtt_ms = rtt.as_millis(), "heartbeat acknowledged");
                 }
             }
             op::HELLO => self.hello(now, &p, out),
@@ -275,10 +275,10 @@ impl Machine {
         self.backoff.reset();
         self.resume_failures = 0;
         self.resume_connect_failures = 0;
-        if let Phase::Open(conn) = &mut self.phase {
-            if let Stage::Handshake { hb, .. } = &conn.stage {
-                conn.stage = Stage::Live { hb: hb.clone() };
-            }
+        if let Phase::Open(conn) = &mut self.phase
+            && let Stage::Handshake { hb, .. } = &conn.stage
+        {
+            conn.stage = Stage::Live { hb: hb.clone() };
         }
     }
 }

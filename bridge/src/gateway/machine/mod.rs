@@ -238,6 +238,13 @@ impl Machine {
         matches!(self.phase, Phase::Stopped)
     }
 
+    /// Whether the machine waits for the publisher to drain
+    /// ([`Input::PublisherReady`]).
+    #[must_use]
+    pub const fn is_paused(&self) -> bool {
+        matches!(self.phase, Phase::Paused)
+    }
+
     /// Whether events are flowing (READY or RESUMED received).
     #[must_use]
     pub const fn is_live(&self) -> bool {

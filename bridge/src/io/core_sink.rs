@@ -1,0 +1,115 @@
+//! Fire-and-forget publishing on core NATS: status events and the raw
+//! dispatch firehose. Neither is durable by design, so a bounded queue that
+//! drops (and counts) when NATS is away is the right trade: shards never wait.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use discord_bridge_schemas::StatusEvent;
+use discord_bridge_schemas::subject;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+const QUEUE: usize = 4096;
+
+enum Msg {
+    Status(StatusEvent),
+    Raw {
+        subject: String,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+}
+
+/// A handle for shards; the task ends when every handle is dropped.
+#[derive(Clone)]
+pub struct CoreSink {
+    tx: mpsc::Sender<Msg>,
+    dropped: Arc<AtomicU64>,
+    prefix: Arc<str>,
+}
+
+impl std::fmt::Debug for CoreSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreSink")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl CoreSink {
+    /// Starts the publishing task.
+    #[must_use]
+    pub fn spawn(client: async_nats::Client, prefix: &str) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let status_subject = subject::gateway_status(prefix);
+        let task = tokio::spawn(run(client, rx, status_subject));
+        let sink = Self {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+            prefix: Arc::from(prefix),
+        };
+        (sink, task)
+    }
+
+    /// Publishes a status event (stamped with the time).
+    pub fn status(&self, mut event: StatusEvent) {
+        event.at = OffsetDateTime::now_utc().format(&Rfc3339).ok();
+        self.send(Msg::Status(event));
+    }
+
+    /// Publishes a raw dispatch on `{prefix}.gateway.dispatch.{event}`.
+    pub fn raw(&self, event: &str, headers: HeaderMap, body: Bytes) {
+        let subject = subject::gateway_dispatch(&self.prefix, event);
+        self.send(Msg::Raw {
+            subject,
+            headers,
+            body,
+        });
+    }
+
+    /// Messages dropped because the queue was full.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, msg: Msg) {
+        if self.tx.try_send(msg).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "core NATS queue full: status/firehose messages dropped"
+                );
+            }
+        }
+    }
+}
+
+async fn run(client: async_nats::Client, mut rx: mpsc::Receiver<Msg>, status_subject: String) {
+    while let Some(msg) = rx.recv().await {
+        let result = match msg {
+            Msg::Status(event) => match serde_json::to_vec(&event) {
+                Ok(body) => client.publish(status_subject.clone(), body.into()).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode a status event");
+                    continue;
+                }
+            },
+            Msg::Raw {
+                subject,
+                headers,
+                body,
+            } => client.publish_with_headers(subject, headers, body).await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "core NATS publish failed");
+        }
+    }
+    let _ = client.flush().await;
+}

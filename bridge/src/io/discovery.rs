@@ -1,0 +1,193 @@
+//! `GET /gateway/bot`: where to connect, how many shards Discord recommends,
+//! and the session start limit.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderValue, USER_AGENT};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::identify::SessionStartLimit;
+use crate::error::RunError;
+use crate::gateway::backoff::Backoff;
+use crate::secret::Secret;
+
+/// What `GET /gateway/bot` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayInfo {
+    /// The gateway URL for new sessions.
+    pub url: String,
+    /// Recommended shard count.
+    pub shards: u32,
+    /// Identify budget and concurrency.
+    pub limit: SessionStartLimit,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    url: String,
+    shards: u32,
+    session_start_limit: LimitBody,
+}
+
+#[derive(Deserialize)]
+struct LimitBody {
+    total: u32,
+    remaining: u32,
+    reset_after: u64,
+    max_concurrency: u32,
+}
+
+#[derive(Deserialize)]
+struct RateLimited {
+    retry_after: f64,
+}
+
+/// One failed attempt.
+#[derive(Debug)]
+enum Failure {
+    /// Retrying cannot help.
+    Fatal(RunError),
+    /// Try again after this long (or after the backoff when `None`).
+    Retry(String, Option<Duration>),
+}
+
+/// Asks Discord until it answers, a permanent error occurs, or `cancel`.
+///
+/// # Errors
+/// 401 (bad token) is [`RunError::Fatal`]; 404 or an unusable body is
+/// [`RunError::Setup`] naming `discord.api_base`; cancellation is
+/// `RunError::Runtime("cancelled")`.
+pub async fn discover(
+    api_base: &str,
+    token: &Secret,
+    cancel: &CancellationToken,
+) -> Result<GatewayInfo, RunError> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .map_err(|e| RunError::Runtime(format!("cannot build the HTTP client: {e}")))?;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let wait = match fetch(&http, api_base, token).await {
+            Ok(info) => return Ok(info),
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Retry(why, after)) => {
+                let wait = after.unwrap_or_else(|| backoff.next_delay(fastrand::f64()));
+                tracing::warn!(
+                    wait_ms = wait.as_millis(),
+                    "GET /gateway/bot failed, retrying: {why}"
+                );
+                wait
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return Err(RunError::Runtime("cancelled".into())),
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn fetch(
+    http: &reqwest::Client,
+    api_base: &str,
+    token: &Secret,
+) -> Result<GatewayInfo, Failure> {
+    let url = format!("{}/gateway/bot", api_base.trim_end_matches('/'));
+    let mut auth = HeaderValue::from_str(&format!("Bot {}", token.expose())).map_err(|_| {
+        Failure::Fatal(RunError::Setup(
+            "discord.token (DISCORD_BOT_TOKEN) contains characters that cannot be sent in a header"
+                .into(),
+        ))
+    })?;
+    auth.set_sensitive(true);
+    let response = http
+        .get(&url)
+        .header(AUTHORIZATION, auth)
+        .header(
+            USER_AGENT,
+            concat!(
+                "DiscordBot (https://github.com/astrid-runtime/discord-bridge, ",
+                env!("CARGO_PKG_VERSION"),
+                ")"
+            ),
+        )
+        .send()
+        .await
+        .map_err(|e| Failure::Retry(format!("{url}: {}", without_url(&e)), None))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| Failure::Retry(format!("{url}: {}", without_url(&e)), None))?;
+    match status {
+        StatusCode::OK => parse(&body).map_err(|e| {
+            Failure::Fatal(RunError::Setup(format!(
+                "{url} answered with an unexpected body ({e}); check discord.api_base (DISCORD_API_BASE)"
+            )))
+        }),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Failure::Fatal(RunError::Fatal(format!(
+            "Discord answered {status} to GET /gateway/bot: the bot token was rejected; set \
+             DISCORD_BOT_TOKEN (discord.token) to the token from Developer Portal > your \
+             application > Bot"
+        )))),
+        StatusCode::NOT_FOUND => Err(Failure::Fatal(RunError::Setup(format!(
+            "{url} does not exist (404): check discord.api_base (DISCORD_API_BASE), e.g. \
+             https://discord.com/api/v10"
+        )))),
+        StatusCode::TOO_MANY_REQUESTS => {
+            let after = serde_json::from_slice::<RateLimited>(&body)
+                .ok()
+                .map(|r| Duration::from_secs_f64(r.retry_after.clamp(0.0, 3600.0)));
+            Err(Failure::Retry("rate limited (429)".into(), after))
+        }
+        other => Err(Failure::Retry(format!("HTTP {other}"), None)),
+    }
+}
+
+fn parse(body: &[u8]) -> Result<GatewayInfo, serde_json::Error> {
+    let b: Body = serde_json::from_slice(body)?;
+    Ok(GatewayInfo {
+        url: b.url,
+        shards: b.shards.max(1),
+        limit: SessionStartLimit {
+            total: b.session_start_limit.total,
+            remaining: b.session_start_limit.remaining,
+            reset_after: Duration::from_millis(b.session_start_limit.reset_after),
+            max_concurrency: b.session_start_limit.max_concurrency.max(1),
+        },
+    })
+}
+
+/// reqwest errors print the URL; ours carries no secret, but keep messages
+/// short and uniform.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(url) = e.url() {
+        msg = msg.replace(&format!(" for url ({url})"), "");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_discords_documented_example() {
+        let body = br#"{"url":"wss://gateway.discord.gg","shards":9,"session_start_limit":{"total":1000,"remaining":999,"reset_after":14400000,"max_concurrency":1}}"#;
+        let info = parse(body).unwrap();
+        assert_eq!(info.url, "wss://gateway.discord.gg");
+        assert_eq!(info.shards, 9);
+        assert_eq!(info.limit.remaining, 999);
+        assert_eq!(info.limit.reset_after, Duration::from_secs(14_400));
+        assert!(parse(b"{}").is_err());
+    }
+}

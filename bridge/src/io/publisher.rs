@@ -1,0 +1,243 @@
+//! The publisher of one shard: moves events from the outbox to NATS, in
+//! order, with a bounded window of unacknowledged JetStream publishes, and
+//! reports the highest acknowledged sequence back to the shard (its resume
+//! point).
+//!
+//! A failed or timed-out publish rewinds the window: everything not yet
+//! acknowledged is sent again, in order, under the same `Nats-Msg-Id`, so the
+//! stream's duplicate window drops what had in fact been stored.
+
+use std::future::IntoFuture;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishErrorKind};
+use discord_bridge_schemas::{ShardState, StatusEvent, header};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::core_sink::CoreSink;
+use super::outbox::{Entry, Outbox};
+use crate::gateway::ShardId;
+use crate::gateway::backoff::Backoff;
+use crate::gateway::machine::Publish;
+
+/// Where events go.
+#[derive(Clone)]
+pub enum Target {
+    /// JetStream: acknowledged, stored, de-duplicated.
+    JetStream {
+        /// The JetStream context (its timeout is the ack timeout).
+        js: Box<jetstream::Context>,
+        /// The client, to watch the connection state.
+        client: async_nats::Client,
+    },
+    /// Core NATS: at most once.
+    Core(async_nats::Client),
+}
+
+impl Target {
+    fn client(&self) -> &async_nats::Client {
+        match self {
+            Self::JetStream { client, .. } | Self::Core(client) => client,
+        }
+    }
+}
+
+/// The highest `(epoch, seq)` stored so far.
+pub type AckWatch = watch::Receiver<(u64, u64)>;
+
+/// Settings of one publisher.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// `{prefix}.agent.events`.
+    pub subject: String,
+    /// The shard, for headers and logs.
+    pub shard: ShardId,
+    /// Unacknowledged publishes at most.
+    pub max_inflight: usize,
+    /// How long a shutdown may spend flushing the outbox.
+    pub drain_timeout: Duration,
+}
+
+/// How one publish ended.
+enum Outcome {
+    Stored,
+    /// Larger than the server accepts: skipped for good.
+    TooLarge(String),
+    Failed(String),
+}
+
+type InFlight = Pin<Box<dyn Future<Output = (Entry, Outcome)> + Send>>;
+
+/// The headers of DESIGN §5.3.
+#[must_use]
+pub fn headers(meta: &Publish, shard: ShardId) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::MSG_ID,
+        discord_bridge_schemas::subject::msg_id(&meta.session_id, meta.seq).as_str(),
+    );
+    h.insert(header::SHARD, shard.to_string().as_str());
+    h.insert(header::SEQ, meta.seq.to_string().as_str());
+    h.insert(header::EVENT, meta.event_name());
+    h.insert(header::SESSION, &*meta.session_id);
+    if let Some(g) = &meta.guild_id {
+        h.insert(header::GUILD, g.as_str());
+    }
+    h
+}
+
+/// Runs until cancelled and the outbox is flushed (or the drain times out).
+pub async fn run(
+    target: Target,
+    outbox: Arc<Outbox>,
+    acks: watch::Sender<(u64, u64)>,
+    sink: CoreSink,
+    cfg: PublisherConfig,
+    cancel: CancellationToken,
+) {
+    let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut drain_until: Option<Instant> = None;
+    let shard = cfg.shard;
+    loop {
+        while inflight.len() < cfg.max_inflight {
+            let Some(entry) = outbox.next_unsent() else {
+                break;
+            };
+            inflight.push_back(send(&target, &cfg.subject, shard, entry).await);
+        }
+        if drain_until.is_some() && outbox.is_empty() {
+            break;
+        }
+        let deadline = drain_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            Some((entry, outcome)) = inflight.next(), if !inflight.is_empty() => match outcome {
+                Outcome::Stored => {
+                    backoff.reset();
+                    outbox.complete_front();
+                    acks.send_replace((entry.meta.epoch, entry.meta.seq));
+                }
+                Outcome::TooLarge(why) => {
+                    outbox.complete_front();
+                    acks.send_replace((entry.meta.epoch, entry.meta.seq));
+                    report_too_large(&sink, shard, &entry, &why);
+                }
+                Outcome::Failed(why) => {
+                    inflight = FuturesOrdered::new();
+                    outbox.rewind();
+                    let wait = backoff.next_delay(fastrand::f64());
+                    tracing::warn!(shard = %shard, seq = entry.meta.seq, error = %why, retry_ms = wait.as_millis(), buffered = outbox.len(), "publish failed; retrying in order");
+                    if !wait_for_nats(target.client(), wait, drain_until).await {
+                        break;
+                    }
+                }
+            },
+            () = outbox.work(), if inflight.len() < cfg.max_inflight => {}
+            () = cancel.cancelled(), if drain_until.is_none() => {
+                drain_until = Some(Instant::now() + cfg.drain_timeout);
+            }
+            () = tokio::time::sleep_until(deadline), if drain_until.is_some() => break,
+        }
+    }
+    let left = outbox.len();
+    if left > 0 {
+        tracing::warn!(shard = %shard, unpublished = left, "shutdown: events still buffered were not stored in NATS");
+    } else {
+        tracing::debug!(shard = %shard, "publisher flushed");
+    }
+}
+
+async fn send(target: &Target, subject: &str, shard: ShardId, entry: Entry) -> InFlight {
+    let hdrs = headers(&entry.meta, shard);
+    match target {
+        Target::JetStream { js, .. } => {
+            let msg = jetstream::message::PublishMessage::build()
+                .payload(entry.body.clone())
+                .headers(hdrs);
+            match js.send_publish(subject.to_owned(), msg).await {
+                Ok(ack) => Box::pin(async move {
+                    let outcome = match ack.into_future().await {
+                        Ok(_) => Outcome::Stored,
+                        Err(e) => classify(&e),
+                    };
+                    (entry, outcome)
+                }),
+                Err(e) => {
+                    let outcome = classify(&e);
+                    Box::pin(async move { (entry, outcome) })
+                }
+            }
+        }
+        Target::Core(client) => {
+            let outcome = match client
+                .publish_with_headers(subject.to_owned(), hdrs, entry.body.clone())
+                .await
+            {
+                Ok(()) => Outcome::Stored,
+                Err(e) if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                    Outcome::TooLarge(e.to_string())
+                }
+                Err(e) => Outcome::Failed(e.to_string()),
+            };
+            Box::pin(async move { (entry, outcome) })
+        }
+    }
+}
+
+fn classify(e: &jetstream::context::PublishError) -> Outcome {
+    match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => Outcome::TooLarge(e.to_string()),
+        _ => Outcome::Failed(e.to_string()),
+    }
+}
+
+fn report_too_large(sink: &CoreSink, shard: ShardId, entry: &Entry, why: &str) {
+    let message = format!(
+        "{} seq {} ({} bytes) is larger than the NATS server's max_payload and was not published: {why}",
+        entry.meta.event_name(),
+        entry.meta.seq,
+        entry.body.len()
+    );
+    tracing::error!(shard = %shard, seq = entry.meta.seq, size = entry.body.len(), event = entry.meta.event_name(), "{message}");
+    let mut ev = StatusEvent::new(ShardState::Error, shard.pair(), message.clone());
+    ev.session_id = Some(entry.meta.session_id.to_string());
+    ev.reason = Some("event_too_large".into());
+    ev.message = Some(message);
+    ev.fatal = Some(false);
+    ev.lost = Some(discord_bridge_schemas::status::SeqRange {
+        from: entry.meta.seq,
+        to: entry.meta.seq,
+    });
+    sink.status(ev);
+}
+
+/// Waits `wait`, and then for the connection to be up again; `false` when
+/// the drain deadline passed first.
+async fn wait_for_nats(
+    client: &async_nats::Client,
+    wait: Duration,
+    drain_until: Option<Instant>,
+) -> bool {
+    let deadline =
+        drain_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
+    let until = Instant::now() + wait;
+    if until >= deadline {
+        return false;
+    }
+    tokio::time::sleep_until(until).await;
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
+}
