@@ -15,13 +15,17 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod io;
+pub mod logging;
 pub mod secret;
 pub mod sim;
+pub mod tls;
 
 pub use config::Config;
 pub use error::RunError;

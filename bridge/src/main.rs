@@ -1,6 +1,112 @@
 //! The `discord-bridge` binary: parse the command line, load configuration,
 //! run, and map the outcome to an exit code (0 clean, 1 runtime, 2 config).
 
-fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser as _;
+use discord_bridge::cli::{Cli, Command};
+use discord_bridge::config::load_from_process;
+use discord_bridge::{RunError, demo, logging, tls};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code after a second SIGINT/SIGTERM: the conventional 128 + SIGINT.
+const FORCED_EXIT: i32 = 130;
+
+/// How long tasks that ignore cancellation may delay the exit.
+const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[allow(
+    clippy::print_stderr,
+    reason = "main reports the error that ends the process on stderr"
+)]
+fn fail(error: &dyn std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    tls::install_crypto_provider();
+    let cli = Cli::parse();
+    let command = cli.selected_command();
+    let loaded = match load_from_process(cli.config, command == Command::Run) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            let error = RunError::from(errors);
+            return fail(&error, error.exit_code());
+        }
+    };
+    let demo_options = match command {
+        Command::CheckConfig => {
+            #[allow(
+                clippy::print_stdout,
+                reason = "printing the configuration is the command"
+            )]
+            {
+                print!("{}", loaded.render());
+            }
+            return ExitCode::SUCCESS;
+        }
+        Command::Demo(args) => Some(args.options()),
+        Command::Run => None,
+    };
+    if let Err(e) = logging::init() {
+        return fail(&e, 2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        watch_signals(shutdown.clone())?;
+        match demo_options {
+            Some(options) => demo::run(loaded.config, options, shutdown).await,
+            None => discord_bridge::run(loaded.config, shutdown).await,
+        }
+    });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM; exits at once on a
+/// second one, for when a clean shutdown hangs.
+fn watch_signals(shutdown: CancellationToken) -> Result<(), RunError> {
+    let listen = |kind| {
+        signal(kind).map_err(|e| RunError::Runtime(format!("cannot listen for signals: {e}")))
+    };
+    let mut interrupt = listen(SignalKind::interrupt())?;
+    let mut terminate = listen(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        let mut received = 0_u32;
+        loop {
+            let name = tokio::select! {
+                Some(()) = interrupt.recv() => "SIGINT",
+                Some(()) = terminate.recv() => "SIGTERM",
+                else => return,
+            };
+            received += 1;
+            if received == 1 {
+                tracing::info!(
+                    signal = name,
+                    "shutting down; send it again to exit at once"
+                );
+                shutdown.cancel();
+            } else {
+                tracing::warn!(
+                    signal = name,
+                    "second signal, exiting without a clean shutdown"
+                );
+                std::process::exit(FORCED_EXIT);
+            }
+        }
+    });
+    Ok(())
 }

@@ -4,6 +4,23 @@
 //! exactly one environment variable (the table in [`keys`]); those names are a
 //! public contract (DESIGN §3.1) that deployment scripts depend on.
 
+mod build;
+pub mod gateway_url;
+pub mod keys;
+mod load;
+mod render;
+mod rules;
+#[cfg(test)]
+mod tests;
+mod value;
+
+pub use gateway_url::check_gateway_url;
+pub use load::{
+    CONFIG_FILE_ENV, DEFAULT_FILE, LoadOptions, Loaded, Source, load, load_from_process,
+    process_env,
+};
+pub use render::{redact_url, render};
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -165,7 +182,8 @@ impl Default for NatsConfig {
 pub struct ConfigError {
     /// The dotted key, e.g. `discord.intents`.
     pub key: String,
-    /// Its environment variable, e.g. `DISCORD_GATEWAY_INTENTS`.
+    /// Its environment variable, e.g. `DISCORD_GATEWAY_INTENTS`; empty for
+    /// an unknown key of the TOML file, which has none.
     pub env: String,
     /// What is wrong and how to fix it.
     pub message: String,
@@ -173,7 +191,12 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.key, self.env, self.message)
+        if self.env.is_empty() {
+            // A key of the file that has no variable (an unknown key).
+            write!(f, "{}: {}", self.key, self.message)
+        } else {
+            write!(f, "{} ({}): {}", self.key, self.env, self.message)
+        }
     }
 }
 

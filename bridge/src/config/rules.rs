@@ -1,0 +1,133 @@
+//! Single-value rules that are not a plain type conversion: pure functions,
+//! so each is tested on its own.
+
+/// Refuses the token mistakes Discord would only report as close code 4004,
+/// without ever repeating the token.
+pub(super) fn check_token(token: &str) -> Result<(), &'static str> {
+    if token
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("bot "))
+    {
+        return Err("starts with `Bot `: give the token alone, the bridge adds the prefix");
+    }
+    if token.chars().any(char::is_whitespace) {
+        return Err("contains whitespace; copy the token again from the Developer Portal");
+    }
+    if token.chars().any(char::is_control) || !token.is_ascii() {
+        return Err(
+            "contains characters a Discord token never has; copy it again from the Developer Portal",
+        );
+    }
+    Ok(())
+}
+
+/// A NATS server URL with a scheme async-nats speaks and no credentials:
+/// in a URL they would be printed like any other setting.
+pub(super) fn check_nats_url(url: &str) -> Result<(), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "has no scheme; write it as nats://HOST:PORT".to_owned())?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "nats" | "tls" | "ws" | "wss") {
+        return Err(format!(
+            "scheme {scheme}:// is not nats://, tls://, ws:// or wss://"
+        ));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(
+            "carries credentials; put them in nats.user/nats.password (NATS_USER/NATS_PASSWORD) \
+             or nats.token (NATS_TOKEN), which are kept secret"
+                .to_owned(),
+        );
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err("has no host".to_owned());
+    }
+    if url.chars().any(char::is_whitespace) {
+        return Err("contains whitespace".to_owned());
+    }
+    Ok(())
+}
+
+/// A JetStream stream name; the server refuses these characters.
+pub(super) fn check_stream_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty; use e.g. ASTRID_DISCORD".to_owned());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        return Err(format!(
+            "{name:?} contains {c:?}; a stream name has no spaces, dots, wildcards or slashes"
+        ));
+    }
+    Ok(())
+}
+
+/// A dispatch type becomes the last token of a subject, so it is upper-cased
+/// and limited to the characters Discord uses.
+pub(super) fn check_event_name(name: &str) -> Result<String, String> {
+    if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(name.to_ascii_uppercase())
+    } else {
+        Err(format!(
+            "{name:?} is not a dispatch type; use names like MESSAGE_REACTION_ADD, comma-separated"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        assert_eq!(check_token("MTIz.Gh.abc-_"), Ok(()));
+        for bad in [
+            "Bot MTIz.Gh.abc",
+            "bot MTIz",
+            "MTIz Gh",
+            "MTIz\tGh",
+            "MTIzé",
+        ] {
+            assert!(check_token(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nats_urls() {
+        for ok in [
+            "nats://127.0.0.1:4222",
+            "TLS://nats.example",
+            "ws://h:80/x",
+            "wss://h",
+        ] {
+            assert_eq!(check_nats_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:4222",
+            "http://h:4222",
+            "nats://",
+            "nats://:4222",
+            "nats://a b",
+            "nats://u:p@h",
+            "nats://tok@h",
+        ] {
+            assert!(check_nats_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stream_and_event_names() {
+        assert_eq!(check_stream_name("ASTRID_DISCORD-2"), Ok(()));
+        for bad in ["", "A B", "A.B", "A*", "A>", "A/B"] {
+            assert!(check_stream_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(check_event_name("guild_create"), Ok("GUILD_CREATE".into()));
+        for bad in ["GUILD.CREATE", "*", "A B", "A>"] {
+            assert!(check_event_name(bad).is_err(), "{bad}");
+        }
+    }
+}

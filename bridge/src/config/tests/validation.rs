@@ -1,0 +1,250 @@
+//! Validation: every problem at once, cross-key rules, secrets.
+
+use super::*;
+
+#[test]
+fn every_problem_is_reported_together() {
+    let errors = errors_of(env_only(&[
+        ("DISCORD_GATEWAY_INTENTS", "GUILDS,NOT_AN_INTENT"),
+        ("DISCORD_GATEWAY_COMPRESSION", "gzip"),
+        ("DISCORD_SHARDS", "4/4"),
+        ("DISCORD_ALLOW_INSECURE_GATEWAY", "maybe"),
+        ("DISCORD_MAX_FRAME_BYTES", "lots"),
+        ("DISCORD_API_BASE", "discord.com/api"),
+        ("BRIDGE_PUBLISH_MODE", "kafka"),
+        ("BRIDGE_STREAM", "has.dot"),
+        ("BRIDGE_CAPSULE_ID", "a.*"),
+        ("BRIDGE_DUPLICATE_WINDOW_SECS", "60"),
+        ("BRIDGE_BUFFER_EVENTS", "0"),
+        ("BRIDGE_MAX_INFLIGHT", "0"),
+        ("NATS_URL", "http://x:4222"),
+        ("BRIDGE_RAW_DISPATCH", "GUILD_CREATE,bad.name"),
+    ]));
+    assert_eq!(
+        keys_of(&errors),
+        [
+            "discord.intents",
+            "discord.api_base",
+            "discord.allow_insecure_gateway",
+            "discord.compression",
+            "discord.shards",
+            "discord.max_frame_bytes",
+            "nats.url",
+            "nats.subject_prefix",
+            "nats.publish",
+            "nats.stream",
+            "nats.raw_dispatch",
+            "nats.duplicate_window_secs",
+            "nats.buffer_events",
+            "nats.max_inflight",
+        ]
+    );
+    let text = ConfigErrors(errors).to_string();
+    assert!(
+        text.starts_with("invalid configuration (14 problems):"),
+        "{text}"
+    );
+    for var in [
+        "DISCORD_GATEWAY_INTENTS",
+        "DISCORD_SHARDS",
+        "BRIDGE_PUBLISH_MODE",
+        "NATS_URL",
+    ] {
+        assert!(text.contains(var), "{var} missing from {text}");
+    }
+    assert!(
+        text.contains("NOT_AN_INTENT") && text.contains("\"maybe\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn cross_key_rules() {
+    let dir = empty_dir();
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "x").unwrap();
+    let cert = cert.display().to_string();
+    let errors = errors_of(try_load(
+        &[
+            ("NATS_USER", "alice"),
+            ("NATS_CERT", &cert),
+            ("NATS_CA", "/definitely/not/here.pem"),
+            ("DISCORD_BACKOFF_BASE_MS", "5000"),
+            ("DISCORD_BACKOFF_MAX_MS", "1000"),
+        ],
+        None,
+        dir.path(),
+        false,
+    ));
+    assert_eq!(
+        keys_of(&errors),
+        [
+            "discord.backoff_base_ms",
+            "nats.password",
+            "nats.tls_ca",
+            "nats.tls_key"
+        ]
+    );
+    assert!(errors[2].message.contains("/definitely/not/here.pem"));
+    let errors = errors_of(env_only(&[
+        ("DISCORD_BACKOFF_BASE_MS", "0"),
+        ("NATS_PASSWORD", "pw"),
+        ("NATS_TOKEN", "tok"),
+    ]));
+    assert_eq!(
+        keys_of(&errors),
+        ["discord.backoff_base_ms", "nats.user", "nats.token"]
+    );
+    assert!(
+        errors[2].message.contains("nats.user/password, nats.token"),
+        "{}",
+        errors[2]
+    );
+}
+
+#[test]
+fn unknown_and_misplaced_file_keys_name_the_key_and_the_file() {
+    let dir = empty_dir();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &path,
+        "log_level = 3\nnats = 5\n[discord]\ntokn = \"x\"\nintents = 1\n",
+    )
+    .unwrap();
+    let errors = errors_of(try_load(&[], Some(path.clone()), dir.path(), false));
+    assert_eq!(keys_of(&errors), ["discord.tokn", "log_level", "nats"]);
+    let shown = path.display().to_string();
+    assert!(
+        errors.iter().all(|e| e.message.contains(&shown)),
+        "{errors:?}"
+    );
+    assert!(errors[0].message.contains("did you mean discord.token?"));
+    assert_eq!(
+        errors[0].to_string().split(':').next(),
+        Some("discord.tokn")
+    );
+}
+
+#[test]
+fn the_token_is_required_only_for_run_and_never_echoed() {
+    assert!(env_only(&[]).is_ok());
+    let dir = empty_dir();
+    let errors = errors_of(try_load(&[], None, dir.path(), true));
+    assert_eq!(keys_of(&errors), ["discord.token"]);
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("set DISCORD_BOT_TOKEN (or discord.token)")
+    );
+    for bad in [
+        format!("Bot {TOKEN}"),
+        format!("{TOKEN} extra"),
+        format!("bot\t{TOKEN}"),
+    ] {
+        let errors = errors_of(try_load(
+            &[("DISCORD_BOT_TOKEN", &bad)],
+            None,
+            dir.path(),
+            true,
+        ));
+        assert_eq!(keys_of(&errors), ["discord.token"], "{bad}");
+        assert!(
+            !errors[0].to_string().contains("token-value-for-tests"),
+            "{}",
+            errors[0]
+        );
+    }
+    let padded = format!("  {TOKEN}\n");
+    let loaded = try_load(&[("DISCORD_BOT_TOKEN", &padded)], None, dir.path(), true).unwrap();
+    assert_eq!(
+        loaded.config.discord.token.as_ref().map(Secret::expose),
+        Some(TOKEN)
+    );
+}
+
+#[test]
+fn gateway_url_needs_allow_insecure_for_the_simulator() {
+    let errors = errors_of(env_only(&[("DISCORD_GATEWAY_URL", "ws://127.0.0.1:1234")]));
+    assert_eq!(keys_of(&errors), ["discord.gateway_url"]);
+    assert!(errors[0].message.contains("discord.allow_insecure_gateway"));
+    let loaded = env_only(&[
+        ("DISCORD_GATEWAY_URL", "ws://127.0.0.1:1234"),
+        ("DISCORD_ALLOW_INSECURE_GATEWAY", "yes"),
+    ])
+    .unwrap();
+    assert_eq!(
+        loaded.config.discord.gateway_url.as_deref(),
+        Some("ws://127.0.0.1:1234")
+    );
+}
+
+#[test]
+fn converted_values() {
+    let c = env_only(&[
+        ("DISCORD_API_BASE", "http://127.0.0.1:8080/api/v10/"),
+        ("BRIDGE_STREAM_MAX_AGE_SECS", "0"),
+        ("BRIDGE_STREAM_MAX_BYTES", "0"),
+        ("BRIDGE_RAW_DISPATCH", "guild_create, typing_start"),
+        ("DISCORD_BACKOFF_BASE_MS", "250"),
+    ])
+    .unwrap()
+    .config;
+    assert_eq!(c.discord.api_base, "http://127.0.0.1:8080/api/v10");
+    assert_eq!(c.nats.stream_max_age, None);
+    assert_eq!(c.nats.stream_max_bytes, None);
+    assert_eq!(c.nats.raw_dispatch, ["GUILD_CREATE", "TYPING_START"]);
+    assert_eq!(c.discord.backoff_base, Duration::from_millis(250));
+}
+
+#[test]
+fn secrets_never_appear_in_debug_errors_or_render() {
+    let loaded = env_only(&[
+        ("DISCORD_BOT_TOKEN", TOKEN),
+        ("NATS_NKEY_SEED", "SUSEEDVALUE"),
+    ])
+    .unwrap();
+    let dir = empty_dir();
+    let with_password = try_load(
+        &[("NATS_USER", "alice"), ("NATS_PASSWORD", "hunter2")],
+        None,
+        dir.path(),
+        false,
+    )
+    .unwrap();
+    let texts = [
+        format!("{:?}", loaded.config),
+        format!("{loaded:?}"),
+        loaded.render(),
+        with_password.render(),
+        format!("{:?}", with_password.config),
+    ];
+    for text in &texts {
+        for secret in ["token-value-for-tests", "SUSEEDVALUE", "hunter2"] {
+            assert!(!text.contains(secret), "{secret} leaked in:\n{text}");
+        }
+    }
+    let render = loaded.render();
+    assert!(render.contains("token = \"<redacted>\""), "{render}");
+    assert!(render.contains("# env DISCORD_BOT_TOKEN"), "{render}");
+    // Credentials in a NATS URL are refused (they would not be secret), and
+    // neither they nor a token that fails validation are echoed.
+    let errors = errors_of(env_only(&[
+        (
+            "NATS_URL",
+            "nats://127.0.0.1,http://bob:urlpassword@host,tls://alice:urlpassword@h:1",
+        ),
+        ("DISCORD_BOT_TOKEN", "Bot hunter2"),
+    ]));
+    assert_eq!(keys_of(&errors), ["discord.token", "nats.url"]);
+    assert!(errors[1].message.contains("credentials"), "{}", errors[1]);
+    assert!(
+        errors[1].message.contains("tls://<redacted>@h:1"),
+        "{}",
+        errors[1]
+    );
+    let text = ConfigErrors(errors).to_string();
+    assert!(
+        !text.contains("urlpassword") && !text.contains("hunter2"),
+        "{text}"
+    );
+}

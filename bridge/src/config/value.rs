@@ -1,0 +1,239 @@
+//! Conversions from figment values to typed settings.
+//!
+//! TOML gives values their natural types (numbers, booleans, arrays) while the
+//! environment gives only strings, so every conversion accepts both. The
+//! error strings never contain the value of a string, because the same
+//! conversions read secrets; callers that know a value is not secret add it.
+
+use figment::value::{Num, Value};
+
+use crate::gateway::Intents;
+
+/// How a value's type is described in errors ("found a table").
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::String(..) | Value::Char(..) => "a string",
+        Value::Bool(..) => "a boolean",
+        Value::Num(..) => "a number",
+        Value::Empty(..) => "an empty value",
+        Value::Dict(..) => "a table",
+        Value::Array(..) => "a list",
+    }
+}
+
+/// A string, trimmed of surrounding whitespace.
+pub(super) fn string(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(_, s) => Ok(s.trim().to_owned()),
+        Value::Char(_, c) => Ok(c.to_string()),
+        other => Err(format!("expected a string, found {}", kind(other))),
+    }
+}
+
+/// A string where the empty string means "unset".
+pub(super) fn optional_string(value: &Value) -> Result<Option<String>, String> {
+    string(value).map(|s| if s.is_empty() { None } else { Some(s) })
+}
+
+/// `true`/`false`, also `1`/`0`, `yes`/`no`, `on`/`off` from the environment.
+pub(super) fn boolean(value: &Value) -> Result<bool, String> {
+    match value {
+        Value::Bool(_, b) => Ok(*b),
+        Value::Num(_, n) => match n.to_u128_lossy() {
+            Some(0) => Ok(false),
+            Some(1) => Ok(true),
+            _ => Err("expected true or false (or 1/0), found another number".to_owned()),
+        },
+        Value::String(_, s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(format!(
+                "{:?} is not a boolean; use true or false (1/0 and yes/no are accepted too)",
+                s.trim()
+            )),
+        },
+        other => Err(format!("expected true or false, found {}", kind(other))),
+    }
+}
+
+/// A non-negative integer, from a TOML integer or a decimal string.
+pub(super) fn unsigned(value: &Value) -> Result<u64, String> {
+    match value {
+        Value::Num(_, n) => num_to_u64(*n),
+        Value::String(_, s) => {
+            let t = s.trim();
+            let digits = t.replace('_', "");
+            digits
+                .parse::<u64>()
+                .map_err(|_| format!("{t:?} is not a whole number (expected e.g. 1000)"))
+        }
+        other => Err(format!("expected a whole number, found {}", kind(other))),
+    }
+}
+
+fn num_to_u64(n: Num) -> Result<u64, String> {
+    if n.to_f64().is_some() {
+        return Err("expected a whole number, found a fraction".to_owned());
+    }
+    match n.to_u128_lossy() {
+        Some(v) => u64::try_from(v).map_err(|_| format!("{v} is too large")),
+        None => Err("must not be negative".to_owned()),
+    }
+}
+
+/// A list of strings: a TOML array of strings, or a comma-separated string.
+/// Empty entries are dropped.
+pub(super) fn list(value: &Value) -> Result<Vec<String>, String> {
+    match value {
+        Value::Array(_, items) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(_, s) => Ok(s.trim().to_owned()),
+                other => Err(format!(
+                    "expected a list of strings, found {} in the list",
+                    kind(other)
+                )),
+            })
+            .filter(|r| r.as_ref().map_or(true, |s| !s.is_empty()))
+            .collect(),
+        Value::String(_, s) => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        other => Err(format!(
+            "expected a list or a comma-separated string, found {}",
+            kind(other)
+        )),
+    }
+}
+
+/// Intents from a number, a string of names (or a number), or a TOML list of
+/// names and numbers.
+pub(super) fn intents(value: &Value) -> Result<Intents, String> {
+    match value {
+        Value::Num(_, n) => {
+            let bits = num_to_u64(*n)?;
+            Intents::from_bits(bits).map_err(|e| e.to_string())
+        }
+        Value::String(_, s) => Intents::parse(s).map_err(|e| e.to_string()),
+        Value::Array(_, items) => {
+            let mut bits = 0;
+            for item in items {
+                bits |= match item {
+                    Value::String(_, name) => {
+                        Intents::bit_of(name.trim()).map_err(|e| e.to_string())?
+                    }
+                    Value::Num(_, n) => num_to_u64(*n)?,
+                    other => {
+                        return Err(format!(
+                            "expected intent names or numbers in the list, found {}",
+                            kind(other)
+                        ));
+                    }
+                };
+            }
+            if items.is_empty() {
+                return Err("no intents given; use 0 to ask for none".to_owned());
+            }
+            Intents::from_bits(bits).map_err(|e| e.to_string())
+        }
+        other => Err(format!(
+            "expected a number or a list of intent names, found {}",
+            kind(other)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> Value {
+        Value::from(text)
+    }
+
+    #[test]
+    fn booleans() {
+        for t in ["true", "TRUE", "1", "yes", "on"] {
+            assert_eq!(boolean(&s(t)), Ok(true), "{t}");
+        }
+        for f in ["false", "0", "No", "off"] {
+            assert_eq!(boolean(&s(f)), Ok(false), "{f}");
+        }
+        assert_eq!(boolean(&Value::from(true)), Ok(true));
+        assert!(boolean(&s("maybe")).unwrap_err().contains("\"maybe\""));
+        assert!(boolean(&Value::from(2u8)).is_err());
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(unsigned(&s(" 1000 ")), Ok(1000));
+        assert_eq!(unsigned(&s("64_000")), Ok(64_000));
+        assert_eq!(unsigned(&Value::from(42i64)), Ok(42));
+        assert!(
+            unsigned(&Value::from(-1i64))
+                .unwrap_err()
+                .contains("negative")
+        );
+        assert!(
+            unsigned(&Value::from(1.5f64))
+                .unwrap_err()
+                .contains("fraction")
+        );
+        assert!(unsigned(&s("ten")).unwrap_err().contains("\"ten\""));
+        assert!(unsigned(&Value::from(true)).is_err());
+    }
+
+    #[test]
+    fn lists() {
+        assert_eq!(
+            list(&s("a, b,,c ")),
+            Ok(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(
+            list(&Value::from(vec!["x", " y"])),
+            Ok(vec!["x".into(), "y".into()])
+        );
+        assert!(list(&Value::from(vec![1u8])).is_err());
+    }
+
+    #[test]
+    fn strings_do_not_echo_their_value_on_type_errors() {
+        assert_eq!(string(&s("  hi ")), Ok("hi".into()));
+        assert_eq!(optional_string(&s("  ")), Ok(None));
+        assert!(
+            string(&Value::from(5u8))
+                .unwrap_err()
+                .contains("found a number")
+        );
+    }
+
+    #[test]
+    fn intents_in_every_form() {
+        let default = Intents::default();
+        assert_eq!(intents(&Value::from(4609u32)), Ok(default));
+        assert_eq!(intents(&s("4609")), Ok(default));
+        assert_eq!(
+            intents(&s("GUILDS,GUILD_MESSAGES,DIRECT_MESSAGES")),
+            Ok(default)
+        );
+        assert_eq!(
+            intents(&Value::from(vec![
+                "GUILDS",
+                "guild_messages",
+                "DIRECT_MESSAGES"
+            ])),
+            Ok(default)
+        );
+        assert_eq!(intents(&Value::from(0u8)), Ok(Intents(0)));
+        assert!(
+            intents(&Value::from(vec!["NOPE"]))
+                .unwrap_err()
+                .contains("NOPE")
+        );
+        assert!(intents(&Value::from(Vec::<String>::new())).is_err());
+        assert!(intents(&Value::from(1u64 << 40)).is_err());
+    }
+}
