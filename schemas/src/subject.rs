@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn subjects_follow_the_contract() {
-        assert_eq!(agent_events("astrid-discord"), "astrid-discord.agent.events");
+        assert_eq!(
+            agent_events("astrid-discord"),
+            "astrid-discord.agent.events"
+        );
         assert_eq!(gateway_status("x"), "x.gateway.status");
         assert_eq!(
             gateway_dispatch("x", "GUILD_CREATE"),

@@ -1,0 +1,382 @@
+//! A real `nats-server` per test.
+//!
+//! Each [`NatsServer`] owns a child process listening on 127.0.0.1 at a free
+//! port, with a temporary directory holding its JetStream store, generated
+//! configuration and log. Dropping it kills and reaps the process (also when
+//! the test panics) and deletes the directory, so no server outlives its test
+//! and parallel tests never share state.
+//!
+//! The server can be killed ([`NatsServer::kill9`]) or stopped
+//! ([`NatsServer::stop`]) and started again on the same port and store
+//! ([`NatsServer::restart`]): that is how tests exercise a NATS outage.
+
+mod binary;
+mod builder;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::ConnectOptions;
+use tempfile::TempDir;
+
+pub use binary::nats_server_bin;
+use builder::Auth;
+pub use builder::NatsServerBuilder;
+
+use crate::process::{Signal, send_signal, wait_child_exit};
+use crate::wait::POLL_INTERVAL;
+
+/// How long a server may take to log "Server is ready": generous, because a
+/// restart recovers the JetStream store and CI machines are shared.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a graceful shutdown (SIGTERM) may take before it is a failure.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Fresh ports to try when another process takes the one picked (the port is
+/// free when chosen but released before the server binds it).
+const PORT_ATTEMPTS: usize = 5;
+
+const READY_LINE: &str = "Server is ready";
+const PORT_IN_USE: &str = "address already in use";
+
+/// A `nats-server` child process for one test; see the [module docs](self).
+#[derive(Debug)]
+#[must_use = "dropping a NatsServer kills the server"]
+pub struct NatsServer {
+    bin: PathBuf,
+    /// Holds `store/`, `nats-server.conf` and `nats-server.log`; deleted on
+    /// drop, after the process is gone.
+    dir: TempDir,
+    port: u16,
+    jetstream: bool,
+    auth: Auth,
+    child: Option<Child>,
+}
+
+/// Why a launch did not produce a ready server, when the caller can retry.
+struct PortInUse;
+
+impl NatsServer {
+    /// A server with JetStream, on a free port with a fresh store.
+    ///
+    /// # Panics
+    ///
+    /// When `nats-server` is not installed or does not come up (with its log).
+    pub async fn start() -> Self {
+        Self::builder().start().await
+    }
+
+    /// Options for a server other than the default (JetStream on, no auth).
+    pub fn builder() -> NatsServerBuilder {
+        NatsServerBuilder::default()
+    }
+
+    /// `nats://127.0.0.1:{port}`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port; the same across restarts.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The JetStream store directory; the same across restarts. Exists but
+    /// stays unused for a server built `without_jetstream`.
+    #[must_use]
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// The file the server's stdout and stderr go to, across restarts.
+    #[must_use]
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats-server.log")
+    }
+
+    /// The server's log so far, for diagnostics.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_else(|err| format!("<cannot read {}: {err}>", self.log_path().display()))
+    }
+
+    /// The process id while a process is attached (started and not yet
+    /// stopped or killed through this handle).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The token clients must send, for a server built with `token`.
+    #[must_use]
+    pub fn token(&self) -> Option<&str> {
+        match &self.auth {
+            Auth::Token(token) => Some(token),
+            _ => None,
+        }
+    }
+
+    /// The user and password clients must send, for a server built with
+    /// `user_password`.
+    #[must_use]
+    pub fn user_password(&self) -> Option<(&str, &str)> {
+        match &self.auth {
+            Auth::UserPassword { user, password } => Some((user, password)),
+            _ => None,
+        }
+    }
+
+    /// Connect options carrying this server's credentials, for tests that
+    /// tune the client further.
+    pub fn connect_options(&self) -> ConnectOptions {
+        match &self.auth {
+            Auth::None => ConnectOptions::new(),
+            Auth::Token(token) => ConnectOptions::with_token(token.clone()),
+            Auth::UserPassword { user, password } => {
+                ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+        }
+    }
+
+    /// A connected client with this server's credentials.
+    ///
+    /// # Panics
+    ///
+    /// When the connection fails (e.g. the server is stopped).
+    pub async fn client(&self) -> async_nats::Client {
+        self.connect_options()
+            .connect(self.url())
+            .await
+            .unwrap_or_else(|err| panic!("connecting to nats-server at {}: {err}", self.url()))
+    }
+
+    /// A JetStream context over a new [`client`](Self::client).
+    ///
+    /// # Panics
+    ///
+    /// When the connection fails.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client().await)
+    }
+
+    /// Whether the process is alive. A server that exited by itself is
+    /// reaped here and counts as stopped.
+    pub fn is_running(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        match child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(_)) => {
+                self.child = None;
+                false
+            }
+            Err(err) => panic!("checking nats-server pid {}: {err}", child.id()),
+        }
+    }
+
+    /// Kills the server with SIGKILL (a crash: no flush, no goodbye to
+    /// clients) and reaps it. Port and store are kept for [`restart`](Self::restart).
+    ///
+    /// # Panics
+    ///
+    /// When no process is attached.
+    pub fn kill9(&mut self) {
+        let mut child = self
+            .child
+            .take()
+            .expect("kill9() needs a running nats-server");
+        // `Child::kill` is SIGKILL on Unix.
+        child
+            .kill()
+            .unwrap_or_else(|err| panic!("SIGKILL to nats-server pid {}: {err}", child.id()));
+        child
+            .wait()
+            .unwrap_or_else(|err| panic!("reaping nats-server pid {}: {err}", child.id()));
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it to exit.
+    ///
+    /// # Panics
+    ///
+    /// When no process is attached, or it has not exited within 15 s (it is
+    /// then killed, and the panic shows its log).
+    pub async fn stop(&mut self) {
+        let mut child = self
+            .child
+            .take()
+            .expect("stop() needs a running nats-server");
+        send_signal(&child.id().to_string(), Signal::Term);
+        if wait_child_exit(&mut child, STOP_TIMEOUT).await.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "nats-server did not exit within {STOP_TIMEOUT:?} of SIGTERM; its log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Starts the server again on the same port, configuration and store
+    /// (JetStream data survives) after [`kill9`](Self::kill9) or
+    /// [`stop`](Self::stop).
+    ///
+    /// # Panics
+    ///
+    /// When the server is still running, or does not come up within the
+    /// start deadline (with its log).
+    pub async fn restart(&mut self) {
+        assert!(
+            !self.is_running(),
+            "restart() needs a stopped nats-server: call stop() or kill9() first"
+        );
+        let deadline = Instant::now() + START_TIMEOUT;
+        // The port cannot change now: if another process holds it briefly
+        // (an outgoing connection's ephemeral port), wait for it to go.
+        while self.launch().await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server cannot restart: port {} stayed in use by another process for {START_TIMEOUT:?}; its log:\n{}",
+                self.port,
+                self.log()
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    async fn launch_new(options: NatsServerBuilder) -> Self {
+        let bin = nats_server_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("nats-server-e2e-")
+            .tempdir()
+            .expect("creating a temporary directory for nats-server");
+        let mut server = Self {
+            bin,
+            dir,
+            port: 0,
+            jetstream: options.jetstream,
+            auth: options.auth.clone(),
+            child: None,
+        };
+        std::fs::create_dir(server.store_dir()).expect("creating the JetStream store directory");
+        std::fs::write(
+            server.config_path(),
+            options.config_file(&server.store_dir()),
+        )
+        .expect("writing the nats-server configuration file");
+        for _ in 0..PORT_ATTEMPTS {
+            server.port = free_port();
+            if server.launch().await.is_ok() {
+                return server;
+            }
+        }
+        panic!(
+            "nats-server found its port taken {PORT_ATTEMPTS} times in a row; its log:\n{}",
+            server.log()
+        );
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("nats-server.conf")
+    }
+
+    /// Spawns the process and waits for its ready line. Only a lost race for
+    /// the port is returned as an error; every other failure panics with the
+    /// log, since retrying would not help.
+    async fn launch(&mut self) -> Result<(), PortInUse> {
+        let log_path = self.log_path();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("opening the nats-server log file");
+        // Restarts append to the same log: only what this launch wrote counts.
+        let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let stderr = log.try_clone().expect("duplicating the log file handle");
+        let mut command = Command::new(&self.bin);
+        command.arg("-c").arg(self.config_path()).args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+        ]);
+        if self.jetstream {
+            command.arg("-js");
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {}: {err}", self.bin.display()));
+        let child = self.child.insert(child);
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let output = read_from(&log_path, offset);
+            if output.contains(READY_LINE) {
+                return Ok(());
+            }
+            match child.try_wait() {
+                Ok(None) => {}
+                Ok(Some(status)) => {
+                    self.child = None;
+                    let output = read_from(&log_path, offset);
+                    if output.contains(PORT_IN_USE) {
+                        return Err(PortInUse);
+                    }
+                    panic!(
+                        "nats-server exited ({status}) before it was ready on port {}; its log:\n{output}",
+                        self.port
+                    );
+                }
+                Err(err) => panic!("checking nats-server pid {}: {err}", child.id()),
+            }
+            if Instant::now() >= deadline {
+                // Drop kills the process; the log says why it hung.
+                panic!(
+                    "nats-server was not ready within {START_TIMEOUT:?} on port {}; its log:\n{output}",
+                    self.port
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port nothing listens on right now. Racy by nature (it is released
+/// before the server binds it); [`NatsServer`] retries on a lost race.
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .expect("binding 127.0.0.1:0 to find a free port")
+        .port()
+}
+
+/// What the log holds past `offset`, lossily decoded.
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut bytes = Vec::new();
+    let read = File::open(path).and_then(|mut file| {
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_to_end(&mut bytes)
+    });
+    match read {
+        Ok(_) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(err) => format!("<cannot read {}: {err}>", path.display()),
+    }
+}
