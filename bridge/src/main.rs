@@ -51,7 +51,12 @@ fn main() -> ExitCode {
         Command::Demo(args) => Some(args.options()),
         Command::Run => None,
     };
-    if let Err(e) = logging::init() {
+    // The demo prints events on stdout; keep the bridge's own logs to
+    // warnings unless RUST_LOG asks for more.
+    let filter = std::env::var(logging::FILTER_ENV)
+        .ok()
+        .or_else(|| demo_options.as_ref().map(|_| "warn".to_owned()));
+    if let Err(e) = logging::init_with(filter.as_deref()) {
         return fail(&e, 2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -704,6 +704,7 @@ async fn demo_traffic_is_a_mix_the_client_receives_in_full() {
         reconnect_every: None,
         max_steps: Some(80),
         seed: Some(7),
+        opening: false,
     };
     let report = run_demo_traffic(&sim, CancellationToken::new(), options).await;
     assert_eq!(report.undelivered, 0);

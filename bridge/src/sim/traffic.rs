@@ -24,6 +24,9 @@ pub struct TrafficOptions {
     pub max_steps: Option<u64>,
     /// Seed for a reproducible mix (`None`: random).
     pub seed: Option<u64>,
+    /// Start with one event of each kind, then a RECONNECT, before the random
+    /// mix: a short demo run still shows everything the bridge does.
+    pub opening: bool,
 }
 
 impl Default for TrafficOptions {
@@ -34,6 +37,7 @@ impl Default for TrafficOptions {
             reconnect_every: Some(40),
             max_steps: None,
             seed: None,
+            opening: true,
         }
     }
 }
@@ -140,6 +144,17 @@ const WEIGHTS: [(TrafficKind, u32); 7] = [
     (TrafficKind::GuildCreate, 5),
 ];
 
+/// The opening tour: everything relayed, everything filtered, a RESUME.
+const OPENING: [TrafficKind; 7] = [
+    TrafficKind::GuildMessage,
+    TrafficKind::Interaction,
+    TrafficKind::DirectMessage,
+    TrafficKind::OwnMessage,
+    TrafficKind::Typing,
+    TrafficKind::Presence,
+    TrafficKind::Reconnect,
+];
+
 const CHATTER: [&str; 8] = [
     "hey, is the bot awake?",
     "can you summarize the last meeting notes?",
@@ -210,14 +225,19 @@ pub async fn run_demo_traffic(
             () = tokio::time::sleep(pause) => {}
         }
         step += 1;
-        if options
+        let opening = usize::try_from(step - 1)
+            .ok()
+            .and_then(|i| OPENING.get(i))
+            .filter(|_| options.opening)
+            .copied();
+        let scheduled_reconnect = options
             .reconnect_every
-            .is_some_and(|every| every > 0 && step.is_multiple_of(every))
-        {
+            .is_some_and(|every| every > 0 && step.is_multiple_of(every));
+        if opening == Some(TrafficKind::Reconnect) || (opening.is_none() && scheduled_reconnect) {
             reconnect_one(sim, &mut rng, &mut report);
             continue;
         }
-        let kind = pick(&mut rng);
+        let kind = opening.unwrap_or_else(|| pick(&mut rng));
         emit(sim, &mut rng, &cast, kind, &mut report);
     }
     report
