@@ -10,7 +10,10 @@
 //!   JetStream message id;
 //! * [`header`] — header names attached to every published event;
 //! * [`agent`] — the agent event envelope (`{"type","source","payload"}`);
-//! * [`status`] — lifecycle status events published per shard.
+//! * [`status`] — lifecycle status events published per shard;
+//! * `json/` — the JSON Schema files ([`AGENT_EVENT_SCHEMA`],
+//!   [`STATUS_EVENT_SCHEMA`]), tested against these types so they cannot
+//!   drift.
 //!
 //! # Versioning rule
 //! Fields are only ever added, never removed or renamed, and the meaning of an
@@ -24,4 +27,9 @@ pub mod status;
 pub mod subject;
 
 pub use agent::{AgentEvent, AgentEventKind, Author, MessagePayload};
-pub use status::{ShardState, StatusEvent};
+
+/// JSON Schema (draft 2020-12) of agent events.
+pub const AGENT_EVENT_SCHEMA: &str = include_str!("../json/agent-event.v1.schema.json");
+/// JSON Schema (draft 2020-12) of status events.
+pub const STATUS_EVENT_SCHEMA: &str = include_str!("../json/status-event.v1.schema.json");
+pub use status::{BridgeStatus, ShardReport, ShardState, StatusEvent};

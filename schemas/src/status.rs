@@ -142,3 +142,48 @@ mod tests {
         );
     }
 }
+
+/// What the `discord-bridge` NATS service's `status` endpoint answers: the
+/// state of every shard of one bridge process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BridgeStatus {
+    /// The bridge's version.
+    pub version: String,
+    /// `jetstream` or `core`.
+    pub publish: String,
+    /// One report per shard this process runs.
+    pub shards: Vec<ShardReport>,
+}
+
+/// The state and counters of one shard.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardReport {
+    /// `[shard_id, shard_total]`.
+    pub shard: [u32; 2],
+    /// The latest lifecycle state.
+    pub state: Option<ShardState>,
+    /// The gateway session, if any.
+    pub session_id: Option<String>,
+    /// The sequence a RESUME would start from (last stored in JetStream).
+    pub last_seq: Option<u64>,
+    /// When the current connection reached READY/RESUMED (RFC 3339).
+    pub connected_since: Option<String>,
+    /// Connections lost since start.
+    pub reconnects: u64,
+    /// Agent events handed to the publisher.
+    pub events_relayed: u64,
+    /// Messages by the bot itself, not relayed.
+    pub own_messages: u64,
+    /// Frames or bodies that could not be used.
+    pub malformed: u64,
+    /// Frames dropped for exceeding `discord.max_frame_bytes`.
+    pub oversized: u64,
+    /// Dispatches known to be lost.
+    pub lost: u64,
+    /// Latest heartbeat round trip, in milliseconds.
+    pub heartbeat_rtt_ms: Option<u64>,
+    /// Events waiting to be stored in NATS.
+    pub buffered: usize,
+    /// The latest error message.
+    pub last_error: Option<String>,
+}

@@ -20,6 +20,7 @@ pub mod nats;
 pub mod outbox;
 pub mod publisher;
 pub mod shard;
+pub mod status_service;
 pub mod ws;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use self::identify::{IdentifyQueue, SessionStartLimit};
 use self::outbox::Outbox;
 use self::publisher::{PublisherConfig, Target};
 use self::shard::ShardIo;
+use self::status_service::Reports;
 
 /// How long a shutdown may spend flushing buffered events to NATS.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,12 +115,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         "starting shards"
     );
 
+    let reports = Reports::new(&shards, config.nats.publish.as_str());
+    let status_stop = CancellationToken::new();
+    let status_task = tokio::spawn(status_service::serve(
+        client.clone(),
+        config.nats.subject_prefix.clone(),
+        reports.clone(),
+        status_stop.clone(),
+    ));
     let identify = Arc::new(IdentifyQueue::new(limit));
     let (sink, sink_task) = CoreSink::spawn(client.clone(), &config.nats.subject_prefix);
     let drain = CancellationToken::new();
     let mut publishers = Vec::with_capacity(shards.len());
     let mut tasks = JoinSet::new();
-    for shard in shards {
+    for (index, shard) in shards.into_iter().enumerate() {
         let outbox = Arc::new(Outbox::new(
             config.nats.buffer_events,
             config.nats.buffer_bytes,
@@ -151,6 +161,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             outbox,
             acks: ack_rx,
             sink: sink.clone(),
+            reporter: reports.reporter(index),
         };
         let cancel = shutdown.child_token();
         tasks.spawn(async move { (shard, shard::run(io, cancel).await) });
@@ -173,6 +184,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         let _ = p.await;
     }
     let _ = sink_task.await;
+    status_stop.cancel();
+    let _ = status_task.await;
     if let Err(e) = client.flush().await {
         tracing::warn!(error = %e, "final NATS flush failed");
     }

@@ -17,6 +17,7 @@ use super::core_sink::CoreSink;
 use super::identify::IdentifyQueue;
 use super::outbox::Outbox;
 use super::publisher::{AckWatch, headers};
+use super::status_service::ShardReporter;
 use super::ws::{self, Connection};
 use crate::codec::{Compression, Frame};
 use crate::gateway::machine::{Action, Input, Machine, PublishKind, Stop};
@@ -41,6 +42,8 @@ pub struct ShardIo {
     pub acks: AckWatch,
     /// Status events and the firehose.
     pub sink: CoreSink,
+    /// This shard's entry in the status endpoint.
+    pub reporter: ShardReporter,
 }
 
 /// Runs the shard until it stops; `Ok` on shutdown, `Err(message)` when
@@ -104,7 +107,10 @@ pub async fn run(mut io: ShardIo, cancel: CancellationToken) -> Result<(), Strin
                             io.sink.raw(event, h, p.body.into());
                         }
                     },
-                    Action::Status(ev) => io.sink.status(ev),
+                    Action::Status(ev) => {
+                        io.reporter.transition(&ev);
+                        io.sink.status(ev);
+                    }
                     Action::Stop(s) => stop = Some(s),
                 }
             }
@@ -119,6 +125,14 @@ pub async fn run(mut io: ShardIo, cancel: CancellationToken) -> Result<(), Strin
                 );
             }
         }
+        io.reporter.counters(
+            io.machine.stats(),
+            io.machine.session().map(|s| s.commits.committed()),
+            io.machine
+                .heartbeat_rtt()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            io.outbox.len(),
+        );
         if let Some(stop) = stop.take() {
             for h in closing {
                 let _ = tokio::time::timeout(Duration::from_secs(3), h).await;

@@ -1,0 +1,177 @@
+//! The `discord-bridge` NATS service (DESIGN §5.7): `nats micro ls`, `info`
+//! and `stats` list every bridge process, and the `status` endpoint on
+//! `{prefix}.bridge.status` answers with the state of each shard.
+//!
+//! Every process joins the endpoint with its own queue group, so a request
+//! with several replies (`nats req --replies 0 …`) collects every process;
+//! `nats micro stats discord-bridge` shows the same reports as endpoint data.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_nats::service::ServiceExt as _;
+use discord_bridge_schemas::{BridgeStatus, ShardReport, ShardState, StatusEvent};
+use futures_util::StreamExt as _;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::ShardId;
+use crate::gateway::machine::Stats;
+
+/// The reports of all shards of this process, shared with the shard tasks.
+#[derive(Debug, Clone)]
+pub struct Reports {
+    inner: Arc<Mutex<Vec<ShardReport>>>,
+    publish: &'static str,
+}
+
+/// One shard's handle on its report.
+#[derive(Debug, Clone)]
+pub struct ShardReporter {
+    reports: Reports,
+    index: usize,
+}
+
+impl Reports {
+    /// Empty reports for `shards`.
+    #[must_use]
+    pub fn new(shards: &[ShardId], publish: &'static str) -> Self {
+        let reports = shards
+            .iter()
+            .map(|s| ShardReport {
+                shard: s.pair(),
+                ..ShardReport::default()
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Mutex::new(reports)),
+            publish,
+        }
+    }
+
+    /// The handle of the `index`th shard.
+    #[must_use]
+    pub fn reporter(&self, index: usize) -> ShardReporter {
+        ShardReporter {
+            reports: self.clone(),
+            index,
+        }
+    }
+
+    /// A snapshot for the endpoint.
+    #[must_use]
+    pub fn snapshot(&self) -> BridgeStatus {
+        BridgeStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            publish: self.publish.to_owned(),
+            shards: self
+                .inner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
+    }
+}
+
+impl ShardReporter {
+    fn with(&self, f: impl FnOnce(&mut ShardReport)) {
+        let mut all = self
+            .reports
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = all.get_mut(self.index) {
+            f(r);
+        }
+    }
+
+    /// Applies a lifecycle transition.
+    pub fn transition(&self, ev: &StatusEvent) {
+        self.with(|r| {
+            r.state = Some(ev.state);
+            if ev.session_id.is_some() {
+                r.session_id.clone_from(&ev.session_id);
+            }
+            match ev.state {
+                ShardState::Connected => {
+                    r.connected_since = OffsetDateTime::now_utc().format(&Rfc3339).ok();
+                }
+                ShardState::Disconnected | ShardState::ShuttingDown => r.connected_since = None,
+                ShardState::Error => {
+                    r.last_error = ev.message.clone().or_else(|| Some(ev.detail.clone()))
+                }
+                _ => {}
+            }
+        });
+    }
+
+    /// Copies the counters.
+    pub fn counters(
+        &self,
+        stats: &Stats,
+        last_seq: Option<u64>,
+        rtt_ms: Option<u64>,
+        buffered: usize,
+    ) {
+        self.with(|r| {
+            r.reconnects = stats.reconnects;
+            r.events_relayed = stats.relayed;
+            r.own_messages = stats.own_messages;
+            r.malformed = stats.malformed;
+            r.oversized = stats.oversized;
+            r.lost = stats.lost;
+            r.last_seq = last_seq;
+            r.heartbeat_rtt_ms = rtt_ms;
+            r.buffered = buffered;
+        });
+    }
+}
+
+/// Serves the status endpoint until `cancel`.
+pub async fn serve(
+    client: async_nats::Client,
+    prefix: String,
+    reports: Reports,
+    cancel: CancellationToken,
+) {
+    let stats_reports = reports.clone();
+    let service = client
+        .service_builder()
+        .description("Discord Gateway to NATS bridge: per-shard session status")
+        .queue_group(format!("discord-bridge-{:016x}", fastrand::u64(..)))
+        .stats_handler(move |_endpoint, _stats| {
+            serde_json::to_value(stats_reports.snapshot()).unwrap_or_default()
+        })
+        .start("discord-bridge", env!("CARGO_PKG_VERSION"))
+        .await;
+    let service = match service {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register the discord-bridge NATS service; status endpoint unavailable");
+            return;
+        }
+    };
+    let subject = format!("{prefix}.bridge.status");
+    let mut endpoint = match service.endpoint(subject.clone()).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, subject, "cannot add the status endpoint");
+            return;
+        }
+    };
+    tracing::info!(subject, "status endpoint ready");
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            request = endpoint.next() => {
+                let Some(request) = request else { break };
+                let body = serde_json::to_vec(&reports.snapshot()).unwrap_or_default();
+                if let Err(e) = request.respond(Ok(body.into())).await {
+                    tracing::debug!(error = %e, "status reply failed");
+                }
+            }
+        }
+    }
+    let _ = endpoint.stop().await;
+    let _ = service.stop().await;
+}
