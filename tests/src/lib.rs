@@ -24,6 +24,7 @@
 pub mod jetstream;
 pub mod nats;
 pub mod process;
+pub mod schema;
 pub mod stack;
 pub mod wait;
 pub mod workspace;

@@ -2,6 +2,7 @@
 //! simulator, and the bridge running in-process through its public
 //! [`discord_bridge::run`] entry point.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,14 +12,16 @@ use discord_bridge::codec::Compression;
 use discord_bridge::config::{Config, PublishMode};
 use discord_bridge::gateway::ShardSpec;
 use discord_bridge::secret::Secret;
+use discord_bridge::sim::events::{self, User};
 use discord_bridge::sim::{SimConfig, SimState, Simulator};
-use discord_bridge_schemas::{StatusEvent, subject};
+use discord_bridge_schemas::{StatusEvent, header as h, subject};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::jetstream::{read_stream, wait_for_messages};
+use crate::jetstream::{header, payload_json, read_stream, wait_for_messages};
 use crate::nats::{NatsServer, NatsServerBuilder};
+use crate::process::{ChildProcess, bridge_command};
 
 /// How long tests wait for the pipeline to do something.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -103,6 +106,16 @@ impl Stack {
 
     /// Starts NATS, the simulator, a status collector, then the bridge.
     pub async fn start_with(options: StackOptions) -> Self {
+        let mut stack = Self::start_idle(options).await;
+        stack.start_bridge();
+        stack
+    }
+
+    /// Starts NATS, the simulator and the status collector, but not the
+    /// bridge: for tests that change the simulator first (then call
+    /// [`start_bridge`](Self::start_bridge)) or run the real binary
+    /// ([`spawn_binary`](Self::spawn_binary)).
+    pub async fn start_idle(options: StackOptions) -> Self {
         let nats = options.nats.start().await;
         let sim = Simulator::start(options.sim)
             .await
@@ -120,13 +133,16 @@ impl Stack {
             let statuses = Arc::clone(&statuses);
             async move {
                 while let Some(msg) = sub.next().await {
-                    let ev: StatusEvent = serde_json::from_slice(&msg.payload)
-                        .unwrap_or_else(|e| panic!("status event does not match the schema: {e}"));
+                    let json: serde_json::Value = serde_json::from_slice(&msg.payload)
+                        .unwrap_or_else(|e| panic!("status event is not JSON: {e}"));
+                    crate::schema::assert_status_event(&json);
+                    let ev: StatusEvent = serde_json::from_value(json)
+                        .unwrap_or_else(|e| panic!("status event does not match the type: {e}"));
                     statuses.lock().expect("status lock").push(ev);
                 }
             }
         });
-        let mut stack = Self {
+        Self {
             nats,
             sim,
             config,
@@ -134,9 +150,7 @@ impl Stack {
             statuses,
             shutdown: CancellationToken::new(),
             bridge: None,
-        };
-        stack.start_bridge();
-        stack
+        }
     }
 
     /// (Re)starts the bridge with `self.config`.
@@ -206,20 +220,17 @@ impl Stack {
         async_nats::jetstream::new(self.client.clone())
     }
 
-    /// Every message of the agent stream.
+    /// Every message of the agent stream, each checked against the agent
+    /// event JSON Schema.
     pub async fn stored(&self) -> Vec<StreamMessage> {
-        read_stream(&self.jetstream().await, &self.config.nats.stream).await
+        validated(read_stream(&self.jetstream().await, &self.config.nats.stream).await)
     }
 
-    /// Waits until the agent stream holds at least `n` messages; returns all.
+    /// Waits until the agent stream holds at least `n` messages; returns all,
+    /// each checked against the agent event JSON Schema.
     pub async fn wait_stored(&self, n: usize) -> Vec<StreamMessage> {
-        wait_for_messages(
-            &self.jetstream().await,
-            &self.config.nats.stream,
-            n as u64,
-            WAIT,
-        )
-        .await
+        let js = self.jetstream().await;
+        validated(wait_for_messages(&js, &self.config.nats.stream, n as u64, WAIT).await)
     }
 }
 
@@ -228,4 +239,202 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A human user who writes the messages of [`Stack::message`].
+#[must_use]
+pub fn alice() -> User {
+    User::new(ALICE_ID, "alice")
+}
+
+/// The user id of [`alice`]: a snowflake from 2023.
+pub const ALICE_ID: u64 = 1_144_060_924_343_672_001;
+
+/// The channel of [`Stack::message`].
+pub const CHANNEL_ID: u64 = 1_144_060_924_343_672_002;
+
+impl Stack {
+    /// Dispatches a MESSAGE_CREATE by [`alice`] with `content` in `guild`
+    /// (`None`: a DM) on the shard that serves it; returns the shard and the
+    /// sequence number.
+    ///
+    /// # Panics
+    ///
+    /// When that shard has no valid session in the simulator.
+    pub fn message(&self, guild: Option<u64>, content: &str) -> (u32, u64) {
+        let d = events::message_create(CHANNEL_ID, guild, &alice(), content);
+        self.sim
+            .dispatch_to_guild(guild, "MESSAGE_CREATE", d)
+            .unwrap_or_else(|| panic!("no valid session to dispatch {content:?} on"))
+    }
+
+    /// Dispatches a MESSAGE_CREATE in the first configured guild; returns
+    /// its sequence number.
+    pub fn guild_message(&self, content: &str) -> u64 {
+        self.message(Some(self.sim.config().guilds[0]), content).1
+    }
+
+    /// Waits until the agent stream holds `expected.len()` messages, then
+    /// checks that their contents are exactly `expected`, in order, stored
+    /// once each (see [`assert_exactly_once`]); returns them.
+    ///
+    /// Dispatch the last expected event after any reconnect whose replay
+    /// could duplicate earlier ones: a duplicate is then stored before it
+    /// and shows up as a content mismatch.
+    pub async fn wait_contents(&self, expected: &[&str]) -> Vec<StreamMessage> {
+        let stored = self.wait_stored(expected.len()).await;
+        assert_eq!(
+            contents(&stored),
+            expected,
+            "the agent stream holds exactly these messages, in order"
+        );
+        assert_exactly_once(&stored);
+        stored
+    }
+
+    /// The environment that runs the `discord-bridge` binary against this
+    /// stack like [`bridge_config`] configures the in-process bridge,
+    /// including the NATS server's credentials. Later entries of a
+    /// `Command::envs` call win, so tests append their changes.
+    #[must_use]
+    pub fn bridge_env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("DISCORD_BOT_TOKEN", self.sim.config().token.clone()),
+            ("DISCORD_API_BASE", self.sim.api_base()),
+            ("DISCORD_ALLOW_INSECURE_GATEWAY", "true".to_owned()),
+            ("DISCORD_GATEWAY_COMPRESSION", "zlib-stream".to_owned()),
+            ("DISCORD_SHARDS", "auto".to_owned()),
+            ("DISCORD_BACKOFF_BASE_MS", "20".to_owned()),
+            ("DISCORD_BACKOFF_MAX_MS", "500".to_owned()),
+            ("NATS_URL", self.nats.url()),
+            ("BRIDGE_PUBLISH_MODE", "jetstream".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if let Some((user, password)) = self.nats.user_password() {
+            env.push(("NATS_USER".to_owned(), user.to_owned()));
+            env.push(("NATS_PASSWORD".to_owned(), password.to_owned()));
+        }
+        if let Some(token) = self.nats.token() {
+            env.push(("NATS_TOKEN".to_owned(), token.to_owned()));
+        }
+        env
+    }
+
+    /// Runs the `discord-bridge` binary with `args` and [`bridge_env`]
+    /// followed by `extra` (which wins), in the NATS server's temporary
+    /// directory, where no `discord-bridge.toml` can interfere.
+    ///
+    /// [`bridge_env`]: Self::bridge_env
+    pub fn spawn_binary(&self, args: &[&str], extra: &[(&str, &str)]) -> ChildProcess {
+        let dir = self
+            .nats
+            .log_path()
+            .parent()
+            .expect("the NATS log lives in the server's temporary directory")
+            .to_owned();
+        let mut command = bridge_command();
+        command
+            .current_dir(dir)
+            .args(args)
+            .envs(self.bridge_env())
+            .envs(extra.iter().copied());
+        ChildProcess::spawn(&mut command)
+    }
+
+    /// Starts one more in-process bridge with `config` (e.g. another shard
+    /// range) beside the stack's own; it stops when the handle is dropped.
+    #[must_use]
+    pub fn spawn_bridge(&self, config: Config) -> BridgeTask {
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(discord_bridge::run(config, shutdown.clone()));
+        BridgeTask { shutdown, handle }
+    }
+}
+
+/// A bridge started with [`Stack::spawn_bridge`]; cancelled on drop.
+pub struct BridgeTask {
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), RunError>>,
+}
+
+impl BridgeTask {
+    /// Stops it like SIGTERM does and returns how it ended.
+    pub async fn stop(mut self) -> Result<(), RunError> {
+        self.shutdown.cancel();
+        let handle = &mut self.handle;
+        tokio::time::timeout(WAIT, handle)
+            .await
+            .expect("the bridge stops in time")
+            .expect("the bridge task does not panic")
+    }
+}
+
+impl Drop for BridgeTask {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The `payload.content` of each stored message event, in stream order
+/// (`"<not a message>"` for other events).
+#[must_use]
+pub fn contents(stored: &[StreamMessage]) -> Vec<String> {
+    stored
+        .iter()
+        .map(|m| {
+            payload_json(m)["payload"]["content"]
+                .as_str()
+                .unwrap_or("<not a message>")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Checks the de-duplication contract on stored events: every `Nats-Msg-Id`
+/// is `{session}:{seq}` matching the `Discord-Seq` header, none occurs
+/// twice, and within each shard and session the sequence numbers only grow
+/// (events are stored in Discord's order).
+///
+/// # Panics
+///
+/// When one of these does not hold, naming the stream sequence.
+pub fn assert_exactly_once(stored: &[StreamMessage]) {
+    let mut ids = HashSet::new();
+    let mut last: HashMap<(String, String), u64> = HashMap::new();
+    for m in stored {
+        let id = header(m, h::MSG_ID)
+            .unwrap_or_else(|| panic!("stream seq {} has no Nats-Msg-Id", m.sequence));
+        assert!(
+            ids.insert(id.to_owned()),
+            "Nats-Msg-Id {id} stored twice (stream seq {})",
+            m.sequence
+        );
+        let seq: u64 = header(m, h::SEQ)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("stream seq {} has no numeric Discord-Seq", m.sequence));
+        let (session, id_seq) = id
+            .rsplit_once(':')
+            .unwrap_or_else(|| panic!("Nats-Msg-Id {id} is not session:seq"));
+        assert_eq!(id_seq, seq.to_string(), "Nats-Msg-Id {id} vs Discord-Seq");
+        let shard = header(m, h::SHARD).unwrap_or_default().to_owned();
+        if let Some(previous) = last.insert((shard.clone(), session.to_owned()), seq) {
+            assert!(
+                seq > previous,
+                "shard {shard} session {session}: Discord-Seq {seq} stored after {previous} \
+                 (stream seq {})",
+                m.sequence
+            );
+        }
+    }
+}
+
+fn validated(messages: Vec<StreamMessage>) -> Vec<StreamMessage> {
+    for m in &messages {
+        let json: serde_json::Value = serde_json::from_slice(&m.payload)
+            .unwrap_or_else(|e| panic!("stored event {} is not JSON: {e}", m.sequence));
+        crate::schema::assert_agent_event(&json);
+    }
+    messages
 }

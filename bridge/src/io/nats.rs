@@ -165,9 +165,7 @@ pub async fn ensure_stream(
             {
                 Err(not_enabled())
             }
-            jetstream::context::GetStreamErrorKind::Request
-                if e.to_string().contains("no responders") =>
-            {
+            jetstream::context::GetStreamErrorKind::Request if no_responders(&e) => {
                 Err(not_enabled())
             }
             _ => Err(RunError::Runtime(format!(
@@ -176,6 +174,14 @@ pub async fn ensure_stream(
             ))),
         },
     }
+}
+
+/// Nobody serves the JetStream API: a server without JetStream. (The error's
+/// text changed between async-nats versions; its source's kind did not.)
+fn no_responders(e: &jetstream::context::GetStreamError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::context::RequestError>())
+        .is_some_and(|r| r.kind() == jetstream::context::RequestErrorKind::NoResponders)
 }
 
 fn is_not_enabled(code: jetstream::ErrorCode) -> bool {

@@ -1,0 +1,23 @@
+# discord-bridge image: build with `docker build -t discord-bridge .`
+# Stage 1 compiles the release binary; stage 2 is a small runtime image
+# (distroless, glibc only, CA certificates, no shell) running as non-root.
+
+FROM rust:1.95-slim-bookworm AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY bridge bridge
+COPY schemas schemas
+COPY adapter adapter
+COPY tests tests
+COPY fixtures fixtures
+RUN cargo build --release --locked -p discord-bridge \
+    && cp target/release/discord-bridge /discord-bridge
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /discord-bridge /usr/local/bin/discord-bridge
+USER nonroot:nonroot
+ENTRYPOINT ["/usr/local/bin/discord-bridge"]
+CMD ["run"]

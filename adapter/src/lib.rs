@@ -1,0 +1,149 @@
+//! Relays the events discord-bridge publishes on NATS onto the Astrid
+//! `EventBus`, exactly as the original in-process gateway proxy would have
+//! published them, so the Discord capsule runs unchanged behind the bridge.
+//!
+//! Each message of `{prefix}.agent.events` becomes
+//!
+//! ```text
+//! AstridEvent::Ipc {
+//!     metadata: EventMetadata::new("discord-gateway"),
+//!     message: IpcMessage::new(Topic::from_raw("{prefix}.agent.events"),
+//!                              IpcPayload::Custom { data }, source_id),
+//! }
+//! ```
+//!
+//! with `principal` left `None` (a system event, which reaches every
+//! principal's runtime), `data` the JSON the bridge published, and
+//! `source_id` a stable id of the adapter ([`AdapterConfig::source_id`]).
+//!
+//! # Wiring it in
+//!
+//! astridd has no plugin hook, so the daemon's start-up builds the adapter
+//! on the kernel's bus and spawns it:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use astrid_discord_adapter::{Adapter, AdapterConfig};
+//! use astrid_events::EventBus;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn start(event_bus: Arc<EventBus>, shutdown: CancellationToken) -> Result<(), Box<dyn std::error::Error>> {
+//! // `event_bus` is `Kernel::event_bus`.
+//! let nats = async_nats::connect("nats://127.0.0.1:4222").await?;
+//! let adapter = Adapter::new(nats, Arc::clone(&event_bus), AdapterConfig::default())?;
+//! let listeners = adapter.listeners().clone(); // for the capsule host, see below
+//! let discord = adapter.spawn(shutdown.child_token());
+//! // … at shutdown:
+//! discord.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! and the place that creates a capsule's bus subscription keeps a lease
+//! beside it (see [`Listeners`] and "Delivery" below):
+//!
+//! ```no_run
+//! # use astrid_discord_adapter::Listeners;
+//! # fn subscribe(bus: &astrid_events::EventBus, listeners: &Listeners, capsule: uuid::Uuid, pattern: String) {
+//! let receiver = bus.subscribe_topic_routed(capsule, pattern.clone(), "astrid-discord", "capsule_guest");
+//! let lease = listeners.lease(pattern); // held while `receiver` lives, dropped first
+//! # let _ = (receiver, lease); }
+//! ```
+//!
+//! `examples/in_process.rs` runs the adapter against a local NATS server
+//! and prints what a capsule would receive.
+//!
+//! # Delivery, acks and order
+//!
+//! A message is acked only after its event was delivered to at least one
+//! live subscriber of the topic. The bus cannot tell: `EventBus::publish`
+//! returns the number of broadcast receivers of *any* topic (their topic
+//! filter runs on the receiving side, after the count), routed
+//! subscriptions — the kind astridd gives capsules — are not counted at
+//! all, and `routed_subscription_count` is a total over all topics. So
+//! subscribers register in a [`Listeners`] registry, by topic pattern, for
+//! as long as their bus subscription lives; a publish counts as delivered
+//! when a registration matching the topic was live from before
+//! `EventBus::publish` until after it, which proves its subscription held
+//! the event. A subscriber of another topic, or one that did not register,
+//! does not count. ([`DeliveryCheck::PublishOnly`] turns the check off for a
+//! daemon that cannot register its capsule's subscription yet.)
+//!
+//! While no listener is registered — a capsule reload — nothing is
+//! published and nothing is acked. The consumer keeps the messages it holds
+//! alive with in-progress acks (`+WPI`) every `ack_wait / 3`, so the server
+//! does not redeliver them; it hands out at most `max_ack_pending`, and the
+//! rest wait in the stream. The task sleeps on the registry's change
+//! notification, and when a listener is back it delivers everything, in
+//! stream order, acking each event after its delivery.
+//!
+//! A redelivery of an event already delivered (its ack was lost) and a
+//! second publication of the same Discord dispatch (`Nats-Msg-Id`
+//! `{session}:{seq}`, e.g. after JetStream's duplicate window) are acked
+//! without being emitted again; the memory of delivered events is a bounded
+//! window per process ([`AdapterConfig::dedupe_window`]). Messages that can
+//! never become an event (not JSON, larger than the bus accepts) are
+//! terminated and counted, never redelivered.
+//!
+//! # Restarts, reconnects, shutdown
+//!
+//! The position lives in the durable consumer
+//! ([`AdapterConfig::durable_name`]), so a restarted adapter continues where
+//! the last one acked. A clean shutdown (its `CancellationToken`) naks the
+//! events it held, lowest first, so the next instance gets them at once and
+//! in order. After a crash, the new instance rewinds the durable to its ack
+//! floor (nats-server 2.14+, [`AdapterConfig::reset_orphans_on_start`]) for
+//! the same effect. A NATS outage is not an error: the client reconnects
+//! and the consumer continues from the server's state; acks lost in the
+//! outage come back as redeliveries and are dropped by the dedupe window.
+//! One adapter per durable name: two would split the events between them.
+//!
+//! # Replay
+//!
+//! [`AdapterHandle::replay`] re-emits stored events from a stream sequence
+//! or a time through an ephemeral ordered consumer, without touching the
+//! durable one; see the [`replay`] module for how replays are marked and
+//! why they bypass de-duplication.
+//!
+//! # Core NATS
+//!
+//! [`Mode::Core`] subscribes without JetStream, **at most once**: nothing is
+//! stored, so events published while the adapter is away are lost, events
+//! held for a missing listener live only in memory (bounded), and there is
+//! no replay.
+//!
+//! # Layout
+//!
+//! * [`config`] — [`AdapterConfig`], [`Mode`], [`DeliveryCheck`];
+//! * [`map`] — pure: payload + headers → `AstridEvent`;
+//! * [`dedupe`] — pure: the delivered-events window;
+//! * [`listeners`] — who listens, and the delivery proof;
+//! * `deliver` — one publish and its outcome;
+//! * `pump` — the ordered hold shared by both modes;
+//! * `setup`, `consumer` — the durable JetStream consumer;
+//! * `core_mode` — the core-NATS subscription;
+//! * [`replay`] — ephemeral ordered replays;
+//! * `adapter` — [`Adapter`], [`AdapterHandle`].
+
+#![warn(missing_docs)]
+
+mod adapter;
+pub mod config;
+mod consumer;
+mod core_mode;
+pub mod dedupe;
+mod deliver;
+mod error;
+pub mod listeners;
+pub mod map;
+mod pump;
+pub mod replay;
+mod setup;
+mod stats;
+
+pub use adapter::{Adapter, AdapterHandle};
+pub use config::{AdapterConfig, DeliveryCheck, Mode};
+pub use error::{AdapterError, BoxError};
+pub use listeners::{Listener, ListenerLease, Listeners};
+pub use map::EVENT_SOURCE;
+pub use replay::{ReplayFrom, ReplayReport, ReplayRequest, ReplayUntil, Replayer};
+pub use stats::Stats;

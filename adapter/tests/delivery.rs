@@ -1,0 +1,183 @@
+//! Delivery onto a real `EventBus` from a real nats-server: the exact IPC
+//! shape, what counts as a listener, bad input, duplicates.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use astrid_discord_adapter::{Adapter, AdapterConfig, EVENT_SOURCE};
+use astrid_events::{EventBus, IpcPayload};
+use common::*;
+use discord_bridge_e2e::{NatsServer, eventually};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn emits_the_exact_ipc_shape_and_acks_after_delivery() {
+    init_tracing();
+    let nats = NatsServer::start().await;
+    let js = nats.jetstream().await;
+    create_stream(&js, Duration::from_secs(120)).await;
+    let bus = Arc::new(EventBus::new());
+    let config = AdapterConfig::default();
+    let source_id = config.source_id();
+    let adapter =
+        Adapter::new(nats.client().await, Arc::clone(&bus), config).expect("valid config");
+    let mut capsule = capsule(adapter.listeners(), &bus);
+    let handle = adapter.spawn(CancellationToken::new());
+
+    let published = message_event(1);
+    let seq = publish_raw(&js, "sess", 1, published.to_string().into_bytes()).await;
+    let event = next_event(&mut capsule).await;
+
+    let metadata = event.metadata();
+    assert_eq!(metadata.source, EVENT_SOURCE);
+    assert_eq!(metadata.source, "discord-gateway");
+    assert_eq!(
+        metadata.correlation_id, None,
+        "live events carry no replay id"
+    );
+    let message = ipc(&event);
+    assert_eq!(message.topic.as_str(), "astrid-discord.agent.events");
+    assert_eq!(message.source_id, source_id);
+    assert_ne!(message.source_id, Uuid::nil());
+    assert_eq!(message.principal, None, "a system event");
+    assert_eq!(message.signature, None);
+    assert_eq!(
+        message.payload,
+        IpcPayload::Custom {
+            data: published.clone()
+        }
+    );
+    // What the capsule reads is the JSON the bridge published.
+    let guest: Value =
+        serde_json::from_slice(&message.payload.to_guest_bytes().expect("serializable"))
+            .expect("JSON");
+    assert_eq!(guest, published);
+
+    wait_all_acked(&js, seq).await;
+    assert_eq!(handle.stats().delivered, 1);
+    handle.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn only_a_listener_of_the_topic_counts() {
+    init_tracing();
+    let nats = NatsServer::start().await;
+    let js = nats.jetstream().await;
+    create_stream(&js, Duration::from_secs(120)).await;
+    let bus = Arc::new(EventBus::new());
+    let adapter = Adapter::new(
+        nats.client().await,
+        Arc::clone(&bus),
+        config(Duration::from_secs(30)),
+    )
+    .expect("valid config");
+    // A registered listener of another topic, and subscribers of this topic
+    // the adapter knows nothing about: `EventBus::publish` would count the
+    // broadcast ones as receivers, but none is a registered listener.
+    let _other = adapter.listeners().subscribe_routed(
+        &bus,
+        Uuid::new_v4(),
+        "astrid-discord.agent.cancel",
+        "astrid-discord",
+        "capsule_guest",
+    );
+    let mut everything = bus.subscribe();
+    let mut unregistered = bus.subscribe_topic(SUBJECT);
+    let handle = adapter.spawn(CancellationToken::new());
+
+    let seq = publish(&js, 1).await;
+    wait_consumer(&js, "the event to be held unacked", |i| {
+        i.num_ack_pending == 1 && i.num_pending == 0 && i.ack_floor.stream_sequence == 0
+    })
+    .await;
+    eventually(WAIT, "the adapter to report the held event", || async {
+        (handle.stats().held == 1).then_some(())
+    })
+    .await;
+    assert!(
+        everything.try_recv().is_none(),
+        "nothing is published while held"
+    );
+    assert!(unregistered.try_recv().is_none());
+    assert_eq!(handle.stats().delivered, 0);
+
+    let mut capsule = capsule(handle.listeners(), &bus);
+    assert_eq!(next_number(&mut capsule).await, 1);
+    wait_all_acked(&js, seq).await;
+    handle.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn bad_input_is_terminated_and_does_not_block_the_stream() {
+    init_tracing();
+    let nats = NatsServer::start().await;
+    let js = nats.jetstream().await;
+    create_stream(&js, Duration::from_secs(120)).await;
+    let bus = Arc::new(EventBus::new());
+    let adapter = Adapter::new(
+        nats.client().await,
+        Arc::clone(&bus),
+        AdapterConfig::default(),
+    )
+    .expect("valid config");
+    let mut capsule = capsule(adapter.listeners(), &bus);
+    let handle = adapter.spawn(CancellationToken::new());
+
+    publish_raw(
+        &js,
+        "sess",
+        1,
+        b"{\"type\": \"message\", truncated".to_vec(),
+    )
+    .await;
+    let seq = publish(&js, 2).await;
+    assert_eq!(next_number(&mut capsule).await, 2);
+    wait_all_acked(&js, seq).await;
+    let stats = handle.stats();
+    assert_eq!((stats.rejected, stats.delivered), (1, 1));
+    assert_eq!(
+        consumer_info(&js).await.num_redelivered,
+        0,
+        "terminated, not redelivered"
+    );
+    handle.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_dispatch_published_twice_is_emitted_once() {
+    init_tracing();
+    let nats = NatsServer::start().await;
+    let js = nats.jetstream().await;
+    // A tiny duplicate window: the second publication of `sess:1` is stored
+    // again, as it would be when a RESUME replays it minutes later.
+    create_stream(&js, Duration::from_millis(100)).await;
+    let first = publish(&js, 1).await;
+    let again = eventually(WAIT, "the duplicate to be stored", || async {
+        let seq = publish(&js, 1).await;
+        (seq != first).then_some(seq)
+    })
+    .await;
+    let last = publish(&js, 2).await;
+    assert!(first < again && again < last);
+
+    let bus = Arc::new(EventBus::new());
+    let adapter = Adapter::new(
+        nats.client().await,
+        Arc::clone(&bus),
+        AdapterConfig::default(),
+    )
+    .expect("valid config");
+    let mut capsule = capsule(adapter.listeners(), &bus);
+    let handle = adapter.spawn(CancellationToken::new());
+
+    assert_eq!(next_numbers(&mut capsule, 2).await, [1, 2]);
+    wait_all_acked(&js, last).await;
+    let stats = handle.stats();
+    assert_eq!((stats.delivered, stats.duplicates), (2, 1), "{stats:?}");
+    assert!(capsule.try_recv_one().is_none());
+    handle.shutdown().await.expect("clean shutdown");
+}

@@ -1,0 +1,229 @@
+//! The checked-in JSON Schema files against the Rust types: every field of a
+//! type is in its schema and the other way round, required fields match, and
+//! what the types serialize validates. Adding a field to one side only fails
+//! here.
+
+use std::collections::BTreeSet;
+
+use discord_bridge_schemas::status::SeqRange;
+use discord_bridge_schemas::{
+    AGENT_EVENT_SCHEMA, AgentEventKind, Author, MessagePayload, STATUS_EVENT_SCHEMA, ShardState,
+    StatusEvent,
+};
+use serde_json::{Value, json};
+
+fn schema(text: &str) -> Value {
+    let v: Value = serde_json::from_str(text).expect("schema is JSON");
+    jsonschema::meta::validate(&v).expect("a valid draft 2020-12 schema");
+    v
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object().expect("an object").keys().cloned().collect()
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|s| s.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+fn full_message() -> MessagePayload {
+    MessagePayload {
+        id: "1".into(),
+        channel_id: "2".into(),
+        guild_id: Some("3".into()),
+        author: full_author(),
+        content: "hi".into(),
+        timestamp: Some("2024-01-01T00:00:00+00:00".into()),
+        message_type: Some(0),
+        flags: Some(0),
+        attachments: Some(json!([])),
+        mentions: Some(json!([])),
+        mention_roles: Some(json!([])),
+        mention_everyone: Some(false),
+        member: Some(json!({"roles": []})),
+        message_reference: Some(json!({"message_id": "9"})),
+        referenced_message: Some(json!({"id": "9"})),
+        webhook_id: Some("8".into()),
+    }
+}
+
+fn full_author() -> Author {
+    Author {
+        id: "4".into(),
+        username: "alice".into(),
+        global_name: Some("Alice".into()),
+        bot: Some(false),
+    }
+}
+
+fn minimal_message() -> MessagePayload {
+    MessagePayload {
+        id: "1".into(),
+        channel_id: "2".into(),
+        guild_id: None,
+        author: Author {
+            id: "4".into(),
+            username: "alice".into(),
+            global_name: None,
+            bot: None,
+        },
+        content: String::new(),
+        timestamp: None,
+        message_type: None,
+        flags: None,
+        attachments: None,
+        mentions: None,
+        mention_roles: None,
+        mention_everyone: None,
+        member: None,
+        message_reference: None,
+        referenced_message: None,
+        webhook_id: None,
+    }
+}
+
+fn envelope(kind: &str, payload: Value) -> Value {
+    json!({"type": kind, "source": "gateway", "payload": payload})
+}
+
+#[test]
+fn message_schema_lists_exactly_the_type_fields() {
+    let s = schema(AGENT_EVENT_SCHEMA);
+    let def = &s["$defs"]["message"];
+    let full = serde_json::to_value(full_message()).unwrap();
+    assert_eq!(
+        keys(&full),
+        keys(&def["properties"]),
+        "MessagePayload fields vs schema properties"
+    );
+    let minimal = serde_json::to_value(minimal_message()).unwrap();
+    assert_eq!(
+        keys(&minimal),
+        strings(&def["required"]),
+        "always-present fields vs required"
+    );
+    let author = &s["$defs"]["author"];
+    assert_eq!(keys(&full["author"]), keys(&author["properties"]));
+    assert_eq!(keys(&minimal["author"]), strings(&author["required"]));
+}
+
+#[test]
+fn agent_event_kinds_match_the_enum() {
+    let s = schema(AGENT_EVENT_SCHEMA);
+    let kinds: BTreeSet<String> = [AgentEventKind::Message, AgentEventKind::Interaction]
+        .iter()
+        .map(|k| {
+            serde_json::to_value(k)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, strings(&s["properties"]["type"]["enum"]));
+    for k in [AgentEventKind::Message, AgentEventKind::Interaction] {
+        assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+    }
+}
+
+#[test]
+fn serialized_events_validate_and_broken_ones_do_not() {
+    let v = jsonschema::validator_for(&schema(AGENT_EVENT_SCHEMA)).unwrap();
+    for payload in [full_message(), minimal_message()] {
+        let ev = envelope("message", serde_json::to_value(payload).unwrap());
+        assert!(v.is_valid(&ev), "{ev}");
+    }
+    let interaction = envelope(
+        "interaction",
+        json!({"id": "5", "type": 2, "token": "t", "data": {"name": "chat"}}),
+    );
+    assert!(v.is_valid(&interaction));
+
+    let mut no_author = serde_json::to_value(full_message()).unwrap();
+    no_author.as_object_mut().unwrap().remove("author");
+    let mut numeric_guild = serde_json::to_value(full_message()).unwrap();
+    numeric_guild["guild_id"] = json!(3);
+    let bad = [
+        envelope("message", no_author),
+        envelope("message", numeric_guild),
+        envelope("message", json!({"type": 2})),
+        envelope("interaction", json!({"id": "5"})),
+        envelope("reaction", json!({})),
+        json!({"type": "message", "payload": {}}),
+        json!({"type": "message", "source": "webhook", "payload": serde_json::to_value(full_message()).unwrap()}),
+    ];
+    for ev in &bad {
+        assert!(!v.is_valid(ev), "should be refused: {ev}");
+    }
+}
+
+fn full_status() -> StatusEvent {
+    let mut ev = StatusEvent::new(ShardState::Error, [1, 4], "d");
+    ev.url = Some("wss://gateway.discord.gg/?v=10".into());
+    ev.session_id = Some("s".into());
+    ev.resume_url = Some("wss://gateway.discord.gg".into());
+    ev.last_seq = Some(4);
+    ev.reason = Some("invalid_session".into());
+    ev.close_code = Some(4009);
+    ev.will_resume = Some(false);
+    ev.attempt = Some(2);
+    ev.delay_ms = Some(1500);
+    ev.message = Some("m".into());
+    ev.fatal = Some(false);
+    ev.lost = Some(SeqRange { from: 5, to: 7 });
+    ev.at = Some("2026-01-01T00:00:00Z".into());
+    ev
+}
+
+#[test]
+fn status_schema_lists_exactly_the_type_fields() {
+    let s = schema(STATUS_EVENT_SCHEMA);
+    let full = serde_json::to_value(full_status()).unwrap();
+    assert_eq!(keys(&full), keys(&s["properties"]));
+    let minimal =
+        serde_json::to_value(StatusEvent::new(ShardState::Connected, [0, 1], "x")).unwrap();
+    assert_eq!(keys(&minimal), strings(&s["required"]));
+    assert_eq!(
+        keys(&full["lost"]),
+        keys(&s["properties"]["lost"]["properties"])
+    );
+    let states: BTreeSet<String> = [
+        ShardState::Connecting,
+        ShardState::Identifying,
+        ShardState::Connected,
+        ShardState::Resuming,
+        ShardState::Disconnected,
+        ShardState::Backoff,
+        ShardState::Error,
+        ShardState::ShuttingDown,
+    ]
+    .iter()
+    .map(|s| {
+        let v = serde_json::to_value(s).unwrap();
+        assert_eq!(v, s.as_str());
+        v.as_str().unwrap().to_owned()
+    })
+    .collect();
+    assert_eq!(states, strings(&s["properties"]["state"]["enum"]));
+}
+
+#[test]
+fn status_events_validate_and_broken_ones_do_not() {
+    let v = jsonschema::validator_for(&schema(STATUS_EVENT_SCHEMA)).unwrap();
+    assert!(v.is_valid(&serde_json::to_value(full_status()).unwrap()));
+    let bad = [
+        json!({"state": "connected", "shard": [0, 1]}),
+        json!({"state": "exploded", "shard": [0, 1], "detail": ""}),
+        json!({"state": "connected", "shard": [0], "detail": ""}),
+        json!({"state": "connected", "shard": [0, 1, 2], "detail": ""}),
+        json!({"state": "connected", "shard": [0, 0], "detail": ""}),
+        json!({"state": "error", "shard": [0, 1], "detail": "", "lost": {"from": 1}}),
+    ];
+    for ev in &bad {
+        assert!(!v.is_valid(ev), "should be refused: {ev}");
+    }
+}
