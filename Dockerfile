@@ -13,7 +13,7 @@ COPY schemas schemas
 COPY adapter adapter
 COPY tests tests
 COPY fixtures fixtures
-RUN cargo build --release --locked -p discord-bridge \
+RUN cargo build --release --locked -p discord-bridge --no-default-features \
     && cp target/release/discord-bridge /discord-bridge
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -27,8 +27,8 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeliveryCheck {
     /// Only when a [`Listeners`](crate::Listeners) registration matching the
-    /// topic was live from before `EventBus::publish` until after it; with
-    /// none, events are held unacked. This is the guarantee the adapter
+    /// topic lives through the whole `EventBus::publish` (the registry is
+    /// held during it); with none, events are held unacked. This is the guarantee the adapter
     /// exists for; see the crate docs for why the bus alone cannot provide it.
     #[default]
     RequireListener,

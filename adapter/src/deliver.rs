@@ -19,10 +19,6 @@ pub(crate) enum Outcome {
     Delivered,
     /// Nobody listens: nothing was published; hold the event.
     NoListener,
-    /// Every listener seen before the publish left during it: the event may
-    /// have died with its subscription. Keep it and try again (at least
-    /// once).
-    Uncertain,
 }
 
 /// Publishes events on one topic of one bus.
@@ -68,16 +64,16 @@ impl Deliverer {
             tracing::trace!(receivers, "published (publish-only check)");
             return Outcome::Delivered;
         }
-        let before = self.listeners.matching(&self.topic);
-        if before.is_empty() {
-            return Outcome::NoListener;
-        }
-        let receivers = self.bus.publish(event());
-        if self.listeners.any_live(&before) {
-            tracing::trace!(receivers, listeners = before.len(), "delivered");
-            Outcome::Delivered
-        } else {
-            Outcome::Uncertain
+        let event = event();
+        match self
+            .listeners
+            .while_listening(&self.topic, || self.bus.publish(event))
+        {
+            Some(receivers) => {
+                tracing::trace!(receivers, "delivered");
+                Outcome::Delivered
+            }
+            None => Outcome::NoListener,
         }
     }
 

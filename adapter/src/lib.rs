@@ -61,10 +61,11 @@
 //! subscriptions — the kind astridd gives capsules — are not counted at
 //! all, and `routed_subscription_count` is a total over all topics. So
 //! subscribers register in a [`Listeners`] registry, by topic pattern, for
-//! as long as their bus subscription lives; a publish counts as delivered
-//! when a registration matching the topic was live from before
-//! `EventBus::publish` until after it, which proves its subscription held
-//! the event. A subscriber of another topic, or one that did not register,
+//! as long as their bus subscription lives; the adapter publishes only while
+//! a registration matches the topic and keeps the registry locked for the
+//! (synchronous) publish, so that registration — and the subscription it
+//! stands for — lives through the whole publish: the subscription holds the
+//! event. A subscriber of another topic, or one that did not register,
 //! does not count. ([`DeliveryCheck::PublishOnly`] turns the check off for a
 //! daemon that cannot register its capsule's subscription yet.)
 //!

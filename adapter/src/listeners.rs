@@ -9,12 +9,13 @@
 //! that should count holds a [`ListenerLease`] for its topic pattern, for
 //! exactly as long as the subscription exists.
 //!
-//! A publish counts as delivered when a lease matching the topic (by the
-//! bus's own `topic_pattern_matches`) was live from before
-//! `EventBus::publish` until after it. Because a lease is taken after its
-//! subscription is created and released before it is dropped, such a lease
-//! proves its subscription existed for the whole publish and so received the
-//! event. [`Listener`] packages a bus subscription with its lease in that
+//! The adapter publishes only while a lease matches the topic (by the bus's
+//! own `topic_pattern_matches`), and holds the registry for the duration of
+//! the synchronous `EventBus::publish`, so no lease can be released during
+//! it. Because a lease is taken after its subscription is created and
+//! released before it is dropped, the subscription existed for the whole
+//! publish and so received the event — certainly, not just probably, even
+//! when a capsule unsubscribes at that very moment. [`Listener`] packages a bus subscription with its lease in that
 //! order; [`Listeners::lease`] is for subscriptions created elsewhere (the
 //! daemon's capsule host).
 
@@ -138,20 +139,19 @@ impl Listeners {
             .count()
     }
 
-    /// The ids of the live leases matching `topic`.
-    pub(crate) fn matching(&self, topic: &str) -> Vec<u64> {
-        self.lock()
-            .live
-            .iter()
-            .filter(|(_, p)| topic_pattern_matches(p, topic))
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
-    /// Whether any of `ids` is still live.
-    pub(crate) fn any_live(&self, ids: &[u64]) -> bool {
+    /// Runs `publish` only if a lease matches `topic`, holding the registry
+    /// while it runs: no lease can be released meanwhile, and since a lease
+    /// is dropped before its subscription, the subscription it stands for
+    /// lives through the whole (synchronous) publish. That is what makes
+    /// "delivered to a live subscriber" certain rather than likely. `publish`
+    /// must not touch this registry (it would deadlock): `EventBus::publish`
+    /// does not.
+    pub(crate) fn while_listening<R>(&self, topic: &str, publish: impl FnOnce() -> R) -> Option<R> {
         let state = self.lock();
-        ids.iter().any(|id| state.live.contains_key(id))
+        let listening = state.live.values().any(|p| topic_pattern_matches(p, topic));
+        let result = listening.then(publish);
+        drop(state);
+        result
     }
 
     /// A receiver that wakes on every registration change.
@@ -240,15 +240,22 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_seen_before_and_after_proves_continuity() {
+    fn the_registry_is_held_for_the_whole_publish() {
         let l = Listeners::new();
-        let a = l.lease(TOPIC);
-        let before = l.matching(TOPIC);
-        assert!(l.any_live(&before));
-        // Replaced by another subscription in between: not continuous.
-        drop(a);
-        let _b = l.lease(TOPIC);
-        assert!(!l.any_live(&before));
+        let lease = l.lease(TOPIC);
+        // Releasing a lease takes this lock, so it waits for the publish.
+        let held = l.while_listening(TOPIC, || l.inner.state.try_lock().is_err());
+        assert_eq!(held, Some(true));
+        assert!(
+            l.inner.state.try_lock().is_ok(),
+            "free again after the publish"
+        );
+        drop(lease);
+        assert_eq!(
+            l.while_listening(TOPIC, || ()),
+            None,
+            "nobody listens: not run"
+        );
     }
 
     #[test]

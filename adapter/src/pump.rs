@@ -189,14 +189,6 @@ impl<A: Settle> Pump<A> {
                     }
                     break;
                 }
-                Outcome::Uncertain => {
-                    tracing::warn!(
-                        stream_seq = held.stream_seq,
-                        msg_id = held.meta.msg_id.as_deref(),
-                        "the listener left during the publish; the event will be emitted again"
-                    );
-                    break;
-                }
             }
         }
         self.counters.set_held(self.inbox.len());

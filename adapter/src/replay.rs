@@ -233,7 +233,7 @@ impl Replayer {
         loop {
             match self.deliverer.try_deliver(data, Some(id)) {
                 Outcome::Delivered => return Ok(()),
-                Outcome::NoListener | Outcome::Uncertain => {
+                Outcome::NoListener => {
                     if !self.deliverer.wait_for_listener(cancel).await {
                         return Err(AdapterError::Cancelled);
                     }

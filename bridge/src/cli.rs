@@ -6,10 +6,12 @@
 //! same way.
 
 use std::path::PathBuf;
+#[cfg(feature = "demo")]
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "demo")]
 use crate::demo::DemoOptions;
 
 /// Holds Discord Gateway sessions and publishes their events to NATS/JetStream.
@@ -50,6 +52,7 @@ pub enum Command {
     /// child if none answers at NATS_URL), the bridge and the adapter in one
     /// process, and prints each event as a capsule receives it. No token
     /// needed; Ctrl-C stops it.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Print the effective configuration, or every configuration error.
     ///
@@ -60,6 +63,7 @@ pub enum Command {
 }
 
 /// Options of `demo`.
+#[cfg(feature = "demo")]
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct DemoArgs {
     /// Stop after this many seconds instead of waiting for Ctrl-C.
@@ -67,6 +71,7 @@ pub struct DemoArgs {
     pub duration: Option<u64>,
 }
 
+#[cfg(feature = "demo")]
 impl DemoArgs {
     /// The options the demo runs with.
     #[must_use]
@@ -89,6 +94,8 @@ impl Cli {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    #[cfg(feature = "demo")]
+    use std::time::Duration;
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -109,6 +116,7 @@ mod tests {
         assert_eq!(cli.config, Some(PathBuf::from("y.toml")));
     }
 
+    #[cfg(feature = "demo")]
     #[test]
     fn demo_duration_is_whole_positive_seconds() {
         let cli = Cli::try_parse_from(["discord-bridge", "demo", "--duration", "3"]).unwrap();

@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod codec;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod gateway;

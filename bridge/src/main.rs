@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Parser as _;
 use discord_bridge::cli::{Cli, Command};
 use discord_bridge::config::load_from_process;
-use discord_bridge::{RunError, demo, logging, tls};
+#[cfg(feature = "demo")]
+use discord_bridge::demo;
+use discord_bridge::{RunError, logging, tls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +28,13 @@ fn fail(error: &dyn std::fmt::Display, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// What the process does after loading its configuration.
+enum Job {
+    Run,
+    #[cfg(feature = "demo")]
+    Demo(demo::DemoOptions),
+}
+
 fn main() -> ExitCode {
     tls::install_crypto_provider();
     let cli = Cli::parse();
@@ -37,7 +46,7 @@ fn main() -> ExitCode {
             return fail(&error, error.exit_code());
         }
     };
-    let demo_options = match command {
+    let job = match command {
         Command::CheckConfig => {
             #[allow(
                 clippy::print_stdout,
@@ -48,14 +57,15 @@ fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
-        Command::Demo(args) => Some(args.options()),
-        Command::Run => None,
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => Job::Demo(args.options()),
+        Command::Run => Job::Run,
     };
     // The demo prints events on stdout; keep the bridge's own logs to
     // warnings unless RUST_LOG asks for more.
     let filter = std::env::var(logging::FILTER_ENV)
         .ok()
-        .or_else(|| demo_options.as_ref().map(|_| "warn".to_owned()));
+        .or_else(|| (!matches!(job, Job::Run)).then(|| "warn".to_owned()));
     if let Err(e) = logging::init_with(filter.as_deref()) {
         return fail(&e, 2);
     }
@@ -69,9 +79,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         watch_signals(shutdown.clone())?;
-        match demo_options {
-            Some(options) => demo::run(loaded.config, options, shutdown).await,
-            None => discord_bridge::run(loaded.config, shutdown).await,
+        match job {
+            #[cfg(feature = "demo")]
+            Job::Demo(options) => demo::run(loaded.config, options, shutdown).await,
+            Job::Run => discord_bridge::run(loaded.config, shutdown).await,
         }
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);

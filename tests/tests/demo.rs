@@ -28,7 +28,7 @@ async fn demo_shows_messages_interactions_and_a_resume_then_stops_cleanly() {
         .expect("addr")
         .port();
     let mut cmd = bridge_command();
-    cmd.args(["demo", "--duration", "9"])
+    cmd.args(["demo", "--duration", "12"])
         .env("NATS_URL", format!("nats://127.0.0.1:{unused}"))
         .env("NATS_SERVER_BIN", nats_server_bin());
     let mut demo = ChildProcess::spawn(&mut cmd);
@@ -76,7 +76,8 @@ async fn demo_shows_messages_interactions_and_a_resume_then_stops_cleanly() {
     let received: u64 = summary
         .rsplit("the capsule received ")
         .next()
-        .and_then(|n| n.trim().parse().ok())
+        .and_then(|n| n.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
         .expect("a count");
     assert!(sent >= 3, "{summary}");
     assert_eq!(received, sent, "{summary}");

@@ -203,7 +203,11 @@ fn dockerfile_is_multi_stage_small_and_non_root_and_documented() {
         stages[1].contains("distroless") || stages[1].contains("slim"),
         "a small runtime image: {stages:?}"
     );
-    assert!(dockerfile.contains("cargo build --release --locked -p discord-bridge"));
+    assert!(
+        dockerfile
+            .contains("cargo build --release --locked -p discord-bridge --no-default-features"),
+        "the image leaves the demo out"
+    );
     let user = dockerfile
         .lines()
         .rfind(|l| l.starts_with("USER "))

@@ -531,14 +531,20 @@ impl Machine {
             .session
             .as_ref()
             .is_some_and(|s| s.resume_url.is_some());
-        tracing::warn!(
-            shard = %self.cfg.shard,
-            reason = ended.reason,
-            code = ?ended.code,
-            will_resume,
-            "gateway connection ended: {}",
-            ended.detail
-        );
+        // Discord asking for a reconnect is routine; every other cause is
+        // worth an operator's attention.
+        if ended.reason == "reconnect_requested" {
+            tracing::info!(shard = %self.cfg.shard, will_resume, "gateway connection ended: {}", ended.detail);
+        } else {
+            tracing::warn!(
+                shard = %self.cfg.shard,
+                reason = ended.reason,
+                code = ?ended.code,
+                will_resume,
+                "gateway connection ended: {}",
+                ended.detail
+            );
+        }
         let mut ev = self.status(ShardState::Disconnected, ended.detail.clone());
         ev.reason = Some(ended.reason.to_owned());
         ev.close_code = ended.code;
