@@ -175,7 +175,7 @@ impl<'a> Builder<'a> {
                     "discord.gateway_url",
                     format!(
                         "{reason}; use wss://gateway.discord.gg or leave it unset to ask Discord \
-                         (discord.allow_insecure_gateway is for the simulator and tests only)"
+                         (discord.allow_insecure_gateway / DISCORD_ALLOW_INSECURE_GATEWAY is for the simulator and tests only)"
                     ),
                 ),
             }

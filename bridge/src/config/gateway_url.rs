@@ -48,7 +48,7 @@ pub fn check_gateway_url(url: &str, allow_insecure: bool) -> Result<(), String> 
     if scheme != "wss" {
         return Err(format!(
             "must use wss://, not {scheme}://; plain ws:// and other hosts are only for the \
-             simulator and tests (discord.allow_insecure_gateway)"
+             simulator and tests (discord.allow_insecure_gateway, DISCORD_ALLOW_INSECURE_GATEWAY)"
         ));
     }
     let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
@@ -62,7 +62,7 @@ pub fn check_gateway_url(url: &str, allow_insecure: bool) -> Result<(), String> 
     if !is_discord || !well_formed {
         return Err(format!(
             "host {host:?} is not {DISCORD_GATEWAY_DOMAIN} or a subdomain of it; other hosts are \
-             only for the simulator and tests (discord.allow_insecure_gateway)"
+             only for the simulator and tests (discord.allow_insecure_gateway, DISCORD_ALLOW_INSECURE_GATEWAY)"
         ));
     }
     Ok(())

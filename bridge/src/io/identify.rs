@@ -7,10 +7,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::shared_floor::SharedFloor;
 use crate::gateway::ShardId;
 
-/// Discord's floor between two identifies of one bucket.
-pub const IDENTIFY_FLOOR: Duration = Duration::from_secs(5);
+/// Discord's floor between two identifies of one bucket…
+pub const DISCORD_IDENTIFY_FLOOR: Duration = Duration::from_secs(5);
+/// …and the spacing the bridge keeps: permits are timed when granted, the
+/// IDENTIFY reaches Discord a little later, and that delay varies, so half a
+/// second of margin keeps Discord's view of the gap above 5 s.
+pub const IDENTIFY_FLOOR: Duration = Duration::from_millis(5_500);
 
 /// `session_start_limit` from `GET /gateway/bot`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +57,8 @@ pub struct IdentifyQueue {
     /// Last identify per bucket; the async lock queues shards of one bucket.
     buckets: Vec<tokio::sync::Mutex<Option<Instant>>>,
     budget: Mutex<Budget>,
+    /// The lease shared with other bridge processes, when NATS has one.
+    shared: Option<SharedFloor>,
 }
 
 impl IdentifyQueue {
@@ -76,7 +83,15 @@ impl IdentifyQueue {
                 remaining: limit.remaining,
                 resets_at: Instant::now() + limit.reset_after,
             }),
+            shared: None,
         }
+    }
+
+    /// Also takes the cross-process lease before each IDENTIFY.
+    #[must_use]
+    pub fn with_shared(mut self, shared: SharedFloor) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Waits until `shard` may send IDENTIFY, and counts it as sent.
@@ -91,10 +106,16 @@ impl IdentifyQueue {
             );
             tokio::time::sleep_until(until).await;
         }
-        let bucket = shard.bucket(self.max_concurrency) as usize % self.buckets.len();
+        let number = shard.bucket(self.max_concurrency);
+        let bucket = number as usize % self.buckets.len();
         let mut last = self.buckets[bucket].lock().await;
         if let Some(at) = *last {
             tokio::time::sleep_until(at + self.floor).await;
+        }
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.acquire(number).await
+        {
+            tracing::warn!(shard = %shard, error = %e, "cannot take the shared identify lease; relying on this process's floor");
         }
         *last = Some(Instant::now());
     }

@@ -20,6 +20,7 @@ pub mod nats;
 pub mod outbox;
 pub mod publisher;
 pub mod shard;
+pub mod shared_floor;
 pub mod status_service;
 pub mod ws;
 
@@ -70,12 +71,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         other => other?,
     };
     let agent_subject = subject::agent_events(&config.nats.subject_prefix);
+    let mut shared_floor = None;
     let target = match config.nats.publish {
         PublishMode::JetStream => {
             let js = jetstream::ContextBuilder::new()
                 .timeout(config.nats.ack_timeout)
                 .build(client.clone());
             nats::ensure_stream(&js, &config.nats, &agent_subject).await?;
+            match shared_floor::SharedFloor::open(&js, &token, identify::IDENTIFY_FLOOR).await {
+                Ok(floor) => shared_floor = Some(floor),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "no shared identify floor (needs JetStream KV with per-key TTL, nats-server 2.11+); \
+                     bridges sharing this bot must not identify in the same bucket at once"
+                ),
+            }
             Target::JetStream {
                 js: Box::new(js),
                 client: client.clone(),
@@ -123,7 +133,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         reports.clone(),
         status_stop.clone(),
     ));
-    let identify = Arc::new(IdentifyQueue::new(limit));
+    let identify = IdentifyQueue::new(limit);
+    let identify = Arc::new(match shared_floor {
+        Some(shared) => identify.with_shared(shared),
+        None => identify,
+    });
     let (sink, sink_task) = CoreSink::spawn(client.clone(), &config.nats.subject_prefix);
     let drain = CancellationToken::new();
     let mut publishers = Vec::with_capacity(shards.len());

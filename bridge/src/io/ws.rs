@@ -21,6 +21,10 @@ type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The smallest WebSocket message limit, whatever the payload cap.
+const WIRE_FLOOR: usize = 64 << 20;
+/// How long a close waits for Discord's close frame (the close handshake).
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 /// Frames queued for the writer; the 120/60 s send limit keeps this small.
 const WRITER_QUEUE: usize = 256;
 
@@ -60,10 +64,12 @@ pub async fn connect(
     max_payload: usize,
     timeout: Duration,
 ) -> Result<Connection, String> {
-    // Compressed messages are smaller than their payload, plain ones equal;
-    // allow twice the cap on the wire so payloads just over it can still be
-    // read, reported and dropped rather than killing the connection.
-    let wire_max = max_payload.saturating_mul(2);
+    // The cap applies to payloads, which are dropped (and the decompressor
+    // kept in sync) when too large. The WebSocket layer must let such
+    // messages through to be dropped: refusing them would end the connection,
+    // and Discord would replay the same payload after the RESUME, forever.
+    // Only absurd messages (beyond 4 × the cap and 64 MiB) end a connection.
+    let wire_max = max_payload.saturating_mul(4).max(WIRE_FLOOR);
     let config = WebSocketConfig::default()
         .max_message_size(Some(wire_max))
         .max_frame_size(Some(wire_max));
@@ -92,12 +98,31 @@ impl Connection {
         self.writer.try_send(Outgoing::Text(text)).is_ok()
     }
 
-    /// Sends a close frame and lets the writer finish on its own. The returned
-    /// handle ends within a few seconds; await it to be sure the close frame
-    /// left.
+    /// Sends a close frame and completes the close handshake in the
+    /// background: the reader keeps reading (and discarding) until Discord's
+    /// close frame arrives or [`CLOSE_HANDSHAKE`] passes, so the socket ends
+    /// cleanly rather than with a reset that would hide the close code. The
+    /// returned handle ends within a few seconds.
     pub fn close(self, code: u16) -> JoinHandle<()> {
         let _ = self.writer.try_send(Outgoing::Close(code));
-        self.writer_task
+        let Self {
+            mut reader,
+            writer,
+            writer_task,
+            ..
+        } = self;
+        tokio::spawn(async move {
+            let drain = async {
+                while let Some(Ok(msg)) = reader.next().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE, drain).await;
+            drop(writer);
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer_task).await;
+        })
     }
 }
 

@@ -506,17 +506,13 @@ impl Machine {
         disposition: Disposition,
         out: &mut Vec<Action>,
     ) {
-        if let Phase::Open(conn) = &self.phase {
-            let resuming = matches!(
-                conn.stage,
-                Stage::Handshake {
-                    step: Step::Resuming,
-                    ..
-                }
-            );
-            if resuming {
-                self.resume_failures += 1;
-            }
+        // A connection opened to resume that ended before RESUMED (whether
+        // before HELLO or after RESUME was sent) is a failed resume.
+        if let Phase::Open(conn) = &self.phase
+            && conn.resume
+            && !matches!(conn.stage, Stage::Live { .. })
+        {
+            self.resume_failures += 1;
         }
         self.stats.reconnects += 1;
         match disposition {

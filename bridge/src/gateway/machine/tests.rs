@@ -843,3 +843,24 @@ fn debug_output_never_contains_the_token() {
     let out = h.feed(Input::IdentifyPermit);
     assert!(!format!("{out:?}").contains(TOKEN));
 }
+
+#[test]
+fn resumes_that_fail_before_hello_count_too() {
+    let mut h = H::new();
+    h.live();
+    h.json(&json!({"op": 7}));
+    for _ in 0..3 {
+        let url = connect_url_of(&h.next()).unwrap();
+        assert!(url.starts_with(RESUME_URL));
+        h.feed(Input::Opened);
+        h.feed(Input::Closed {
+            code: None,
+            reason: "reset before HELLO".into(),
+        });
+    }
+    let url = connect_url_of(&h.next()).unwrap();
+    assert!(
+        url.starts_with(GATEWAY),
+        "falls back to a new session: {url}"
+    );
+}

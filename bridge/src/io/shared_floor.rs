@@ -1,0 +1,150 @@
+//! The identify floor across processes (DESIGN §4.3, §5.6): every bridge
+//! sharing the NATS server takes the same lease before an IDENTIFY, so two
+//! processes running different shards of one bot never identify in the same
+//! `max_concurrency` bucket within 5 s.
+//!
+//! The lease is a key in a JetStream KV bucket created with a per-key TTL:
+//! creating the key succeeds for exactly one process, and the server removes
+//! it when the TTL ends, so no process compares its clock with another's. The
+//! key is named after a hash of the bot token (the limit is per bot; the
+//! token itself never leaves the process) and the bucket number.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+
+use crate::secret::Secret;
+
+/// The KV bucket holding identify leases.
+pub const BUCKET: &str = "discord_bridge_identify";
+
+/// Cross-process identify leases for one bot.
+#[derive(Clone)]
+pub struct SharedFloor {
+    kv: kv::Store,
+    namespace: String,
+    floor: Duration,
+}
+
+impl std::fmt::Debug for SharedFloor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedFloor")
+            .field("namespace", &self.namespace)
+            .field("floor", &self.floor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedFloor {
+    /// Opens (or creates) the lease bucket.
+    ///
+    /// # Errors
+    /// The server cannot hold per-key TTLs (nats-server before 2.11) or the
+    /// bucket cannot be created; the caller then keeps the floor per process.
+    pub async fn open(
+        js: &jetstream::Context,
+        token: &Secret,
+        floor: Duration,
+    ) -> Result<Self, String> {
+        let kv = match js.get_key_value(BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => match js
+                .create_key_value(kv::Config {
+                    bucket: BUCKET.to_owned(),
+                    description: "discord-bridge identify leases (one key per bot and bucket)"
+                        .into(),
+                    history: 1,
+                    storage: jetstream::stream::StorageType::Memory,
+                    max_age: Duration::from_secs(3600),
+                    limit_markers: Some(Duration::from_secs(1)),
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(kv) => kv,
+                // Another bridge created it at the same moment.
+                Err(create) => js
+                    .get_key_value(BUCKET)
+                    .await
+                    .map_err(|_| create.to_string())?,
+            },
+        };
+        Ok(Self {
+            kv,
+            namespace: format!("bot-{}", token_id(token)),
+            floor,
+        })
+    }
+
+    /// Waits until this process holds the lease of `bucket`. `Err` means the
+    /// lease cannot be taken at all (the caller falls back to its local floor).
+    ///
+    /// # Errors
+    /// The KV bucket refused the write for another reason than "taken".
+    pub async fn acquire(&self, bucket: u32) -> Result<(), String> {
+        let key = format!("{}.{bucket}", self.namespace);
+        loop {
+            match self
+                .kv
+                .create_with_ttl(&key, Bytes::new(), self.floor)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    tracing::debug!(bucket, "identify lease held by another process; waiting");
+                    self.wait_released(&key).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Returns when the key is gone (its TTL ended), or after a little more
+    /// than one floor in case the expiry marker was missed.
+    async fn wait_released(&self, key: &str) {
+        let wait = async {
+            let Ok(mut watch) = self.kv.watch(key).await else {
+                return;
+            };
+            // It may have expired between the failed create and the watch.
+            if !matches!(self.kv.entry(key).await, Ok(Some(e)) if e.operation == kv::Operation::Put)
+            {
+                return;
+            }
+            while let Some(Ok(entry)) = watch.next().await {
+                if entry.operation != kv::Operation::Put {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.floor + Duration::from_secs(1), wait).await;
+    }
+}
+
+/// A stable, non-reversible id of the bot: the first 16 bytes of the token's
+/// SHA-256, in hex.
+fn token_id(token: &Secret) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.expose().as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_names_the_bot_without_the_token() {
+        let id = token_id(&Secret::new(
+            "MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs",
+        ));
+        assert_eq!(id.len(), 32);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(id, token_id(&Secret::new("another")));
+        assert!(!id.contains("MTk4"));
+    }
+}
