@@ -74,7 +74,7 @@ impl SharedFloor {
         Ok(Self {
             kv,
             namespace: format!("bot-{}", token_id(token)),
-            floor,
+            floor: whole_seconds(floor),
         })
     }
 
@@ -123,6 +123,13 @@ impl SharedFloor {
     }
 }
 
+/// Per-key TTLs have a resolution of whole seconds (a 5.5 s TTL expires after
+/// 5 s), so the lease is rounded up: never shorter than the floor.
+fn whole_seconds(floor: Duration) -> Duration {
+    let secs = floor.as_secs() + u64::from(floor.subsec_nanos() > 0);
+    Duration::from_secs(secs.max(1))
+}
+
 /// A stable, non-reversible id of the bot: the first 16 bytes of the token's
 /// SHA-256, in hex.
 fn token_id(token: &Secret) -> String {
@@ -136,6 +143,23 @@ fn token_id(token: &Secret) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leases_round_up_to_whole_seconds() {
+        assert_eq!(
+            whole_seconds(Duration::from_millis(5_500)),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            whole_seconds(Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            whole_seconds(Duration::from_millis(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(whole_seconds(Duration::ZERO), Duration::from_secs(1));
+    }
 
     #[test]
     fn the_key_names_the_bot_without_the_token() {
