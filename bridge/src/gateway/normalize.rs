@@ -70,8 +70,10 @@ pub fn normalize(
     }
 }
 
+/// The fields of a MESSAGE_CREATE body the agent event carries, borrowed
+/// from the frame.
 #[derive(Deserialize)]
-struct MessageIn<'a> {
+pub(crate) struct MessageIn<'a> {
     #[serde(borrow)]
     id: &'a str,
     #[serde(borrow)]
@@ -149,6 +151,16 @@ fn message(d: &RawValue, bot_user_id: Option<&str>) -> Result<Outcome, Normalize
             event: MESSAGE_CREATE,
             source,
         })?;
+    message_event(&m, bot_user_id, d.get().len())
+}
+
+/// The agent event of an already decoded MESSAGE_CREATE body (`len` is the
+/// body's size, to size the output once).
+pub(crate) fn message_event(
+    m: &MessageIn<'_>,
+    bot_user_id: Option<&str>,
+    len: usize,
+) -> Result<Outcome, NormalizeError> {
     if bot_user_id == Some(m.author.id) {
         return Ok(Outcome::OwnMessage);
     }
@@ -164,7 +176,7 @@ fn message(d: &RawValue, bot_user_id: Option<&str>) -> Result<Outcome, Normalize
     expect("timestamp", m.timestamp, Json::String, "string")?;
     expect("author.username", m.author.username, Json::String, "string")?;
 
-    let mut w = Writer(Vec::with_capacity(d.get().len() / 2 + 160));
+    let mut w = Writer(Vec::with_capacity(len / 2 + 160));
     w.raw(br#"{"type":"message","source":"gateway","payload":{"id":"#);
     w.string(m.id);
     w.key("channel_id");

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::normalize::MessageIn;
 use super::{Intents, ShardId};
 
 /// Gateway opcodes.
@@ -73,6 +74,75 @@ pub fn decode(bytes: &[u8]) -> Result<Inbound<'_>, DecodeError> {
         None => Err(DecodeError::Empty),
         Some(b'{') => Ok(serde_json::from_slice(bytes)?),
         Some(_) => Err(DecodeError::NotAnObject),
+    }
+}
+
+/// A MESSAGE_CREATE dispatch decoded in a single pass over the frame: the
+/// hot path. Discord writes `t` before `d`, so by the time `d` is reached its
+/// type is known and it can be read straight into the fields the agent event
+/// needs, instead of being scanned once as raw JSON and once more by the
+/// normalizer.
+pub(crate) struct MessageDispatch<'a> {
+    /// The sequence number.
+    pub(crate) seq: Option<u64>,
+    /// The message fields.
+    pub(crate) message: MessageIn<'a>,
+    /// The size of the frame, to size the agent event.
+    pub(crate) len: usize,
+}
+
+/// Decodes `bytes` as a MESSAGE_CREATE in one pass, or `None` when it is
+/// anything else, or not in the usual field order, or malformed: the caller
+/// then takes the general path, which reports problems precisely.
+pub(crate) fn decode_message_dispatch(bytes: &[u8]) -> Option<MessageDispatch<'_>> {
+    const PREFIX: &[u8] = br#"{"t":"MESSAGE_CREATE""#;
+    if !bytes.starts_with(PREFIX) {
+        return None;
+    }
+    let (seq, message) = serde_json::from_slice::<OnePass<'_>>(bytes).ok()?.0?;
+    Some(MessageDispatch {
+        seq,
+        message,
+        len: bytes.len(),
+    })
+}
+
+/// `Some((s, d))` for a MESSAGE_CREATE whose `t` precedes `d`; `None` when
+/// the order differs.
+struct OnePass<'a>(Option<(Option<u64>, MessageIn<'a>)>);
+
+impl<'de> Deserialize<'de> for OnePass<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(OnePassVisitor)
+    }
+}
+
+struct OnePassVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OnePassVisitor {
+    type Value = OnePass<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a gateway payload")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut is_message, mut op, mut seq, mut message) = (false, None, None, None);
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match key {
+                "t" => is_message = map.next_value::<&'de str>()? == "MESSAGE_CREATE",
+                "op" => op = Some(map.next_value::<u64>()?),
+                "s" => seq = map.next_value::<Option<u64>>()?,
+                "d" if is_message => message = Some(map.next_value::<MessageIn<'de>>()?),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(OnePass(match (op, message) {
+            (Some(op), Some(m)) if op == u64::from(op::DISPATCH) => Some((seq, m)),
+            _ => None,
+        }))
     }
 }
 

@@ -12,12 +12,31 @@ use super::{
 use crate::config::gateway_url::check_gateway_url;
 use crate::gateway::close::Disposition;
 use crate::gateway::heartbeat::Heartbeat;
-use crate::gateway::normalize::{self, Outcome};
+use crate::gateway::normalize::{self, MessageIn, Outcome};
 use crate::gateway::payload::{self, Hello, Inbound, Ready, op};
+use serde_json::value::RawValue;
+
+/// The body of a dispatch: raw `d`, or a MESSAGE_CREATE already decoded on
+/// the hot path (with the frame's size).
+enum Body<'a, 'm> {
+    Raw(Option<&'a RawValue>),
+    Message(&'m MessageIn<'a>, usize),
+}
 use crate::gateway::session::Session;
 
 impl Machine {
     pub(super) fn frame(&mut self, now: Instant, bytes: &[u8], out: &mut Vec<Action>) {
+        // The hot path: most frames of a busy bot are MESSAGE_CREATE.
+        if !self.raw_dispatch.contains("MESSAGE_CREATE")
+            && let Some(m) = payload::decode_message_dispatch(bytes)
+        {
+            return self.dispatch(
+                "MESSAGE_CREATE",
+                m.seq,
+                Body::Message(&m.message, m.len),
+                out,
+            );
+        }
         let p = match payload::decode(bytes) {
             Ok(p) => p,
             Err(e) => {
@@ -27,7 +46,7 @@ impl Machine {
             }
         };
         match u8::try_from(p.op).unwrap_or(u8::MAX) {
-            op::DISPATCH => self.dispatch(now, &p, out),
+            op::DISPATCH => self.dispatch_frame(&p, out),
             op::HEARTBEAT => {
                 if let Phase::Open(conn) = &mut self.phase
                     && let Some(hb) = conn.stage.heartbeat()
@@ -148,15 +167,19 @@ impl Machine {
         self.connection_ended(now, &ended, Disposition::Reidentify, out);
     }
 
-    fn dispatch(&mut self, now: Instant, p: &Inbound<'_>, out: &mut Vec<Action>) {
+    fn dispatch_frame(&mut self, p: &Inbound<'_>, out: &mut Vec<Action>) {
         let t = p.t.as_deref().unwrap_or_default();
         match t {
             "READY" => self.ready(p, out),
             "RESUMED" => self.resumed(out),
             _ => {}
         }
-        let _ = now;
-        let (Some(seq), Some(session)) = (p.s, self.session.as_mut()) else {
+        self.dispatch(t, p.s, Body::Raw(p.d), out);
+    }
+
+    /// Sequence bookkeeping, normalization and publishing of one dispatch.
+    fn dispatch(&mut self, t: &str, seq: Option<u64>, body: Body<'_, '_>, out: &mut Vec<Action>) {
+        let (Some(seq), Some(session)) = (seq, self.session.as_mut()) else {
             tracing::debug!(shard = %self.cfg.shard, event = t, "dispatch outside a session or without seq, not relayed");
             return;
         };
@@ -170,9 +193,11 @@ impl Machine {
             self.stats.replays_skipped += 1;
             return;
         }
-        let outcome = match p.d {
-            Some(d) => normalize::normalize(t, d, self.bot_user_id.as_deref()),
-            None => Ok(Outcome::NotRelayed),
+        let bot = self.bot_user_id.as_deref();
+        let outcome = match &body {
+            Body::Raw(Some(d)) => normalize::normalize(t, d, bot),
+            Body::Raw(None) => Ok(Outcome::NotRelayed),
+            Body::Message(m, len) => normalize::message_event(m, bot, *len),
         };
         let published = match outcome {
             Ok(Outcome::Relay(n)) => {
@@ -198,8 +223,9 @@ impl Machine {
                 false
             }
         };
-        if let Some(d) =
-            p.d.filter(|_| !self.raw_dispatch.is_empty() && self.raw_dispatch.contains(t))
+        if let Body::Raw(Some(d)) = body
+            && !self.raw_dispatch.is_empty()
+            && self.raw_dispatch.contains(t)
         {
             out.push(Action::Publish(Publish {
                 epoch: session.epoch,

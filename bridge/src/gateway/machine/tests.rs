@@ -864,3 +864,84 @@ fn resumes_that_fail_before_hello_count_too() {
         "falls back to a new session: {url}"
     );
 }
+
+/// The one-pass MESSAGE_CREATE path (Discord's field order, `t` before `d`)
+/// and the general path produce the same publish, for every message in the
+/// corpus; frames that do not fit the one-pass shape still work.
+#[test]
+fn one_pass_and_general_paths_publish_the_same_event() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/corpus");
+    let mut bodies: Vec<Value> = Vec::new();
+    for file in [
+        "frames/discordbm_message_create.json",
+        "frames/disgord_message_create.json",
+    ] {
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(format!("{dir}/{file}")).unwrap()).unwrap();
+        bodies.push(v["d"].clone());
+    }
+    for file in [
+        "bodies/docs_example_message.json",
+        "bodies/docs_example_crossposted_message.json",
+    ] {
+        bodies.push(
+            serde_json::from_slice(&std::fs::read(format!("{dir}/{file}")).unwrap()).unwrap(),
+        );
+    }
+    for (i, d) in bodies.iter().enumerate() {
+        let seq = 2 + i as u64;
+        let d_text = serde_json::to_string(d).unwrap();
+        let discord_order = format!(r#"{{"t":"MESSAGE_CREATE","s":{seq},"op":0,"d":{d_text}}}"#);
+        let other_order = format!(r#"{{"op":0,"d":{d_text},"s":{seq},"t":"MESSAGE_CREATE"}}"#);
+        assert!(
+            crate::gateway::payload::decode_message_dispatch(discord_order.as_bytes()).is_some()
+        );
+        assert!(crate::gateway::payload::decode_message_dispatch(other_order.as_bytes()).is_none());
+        let mut a = H::new();
+        a.live();
+        let mut b = H::new();
+        b.live();
+        let one_pass = a.feed(Input::Payload(discord_order.as_bytes()));
+        let general = b.feed(Input::Payload(other_order.as_bytes()));
+        assert_eq!(publishes(&one_pass).len(), 1, "body {i}");
+        assert_eq!(publishes(&one_pass), publishes(&general), "body {i}");
+    }
+}
+
+#[test]
+fn frames_the_one_pass_path_refuses_take_the_general_path() {
+    use crate::gateway::payload::decode_message_dispatch;
+    let body = r#"{"id":"1","channel_id":"2","author":{"id":"3","username":"u"},"content":"c","timestamp":"t"}"#;
+    let ok = format!(r#"{{"t":"MESSAGE_CREATE","s":5,"op":0,"d":{body}}}"#);
+    assert!(decode_message_dispatch(ok.as_bytes()).is_some());
+    let refused = [
+        format!(r#"{{"t":"MESSAGE_CREATE","s":5,"op":1,"d":{body}}}"#),
+        format!(r#"{{"t":"TYPING_START","s":5,"op":0,"d":{body}}}"#),
+        r#"{"t":"MESSAGE_CREATE","s":5,"op":0,"d":{"id":1}}"#.to_owned(),
+        r#"{"t":"MESSAGE_CREATE","s":5,"op":0}"#.to_owned(),
+        format!(r#"{{"t":"MESSAGE_CREATE","s":5,"op":0,"d":{body}"#),
+        format!(r#" {{"t":"MESSAGE_CREATE","s":5,"op":0,"d":{body}}}"#),
+    ];
+    for frame in &refused {
+        assert!(
+            decode_message_dispatch(frame.as_bytes()).is_none(),
+            "{frame}"
+        );
+    }
+    // A refused but well-formed MESSAGE_CREATE is still relayed (or reported)
+    // by the general path.
+    let mut h = H::new();
+    h.live();
+    let spaced = format!(r#" {{"t":"MESSAGE_CREATE","s":5,"op":0,"d":{body}}}"#);
+    assert_eq!(
+        publishes(&h.feed(Input::Payload(spaced.as_bytes()))).len(),
+        1
+    );
+    let broken = r#"{"t":"MESSAGE_CREATE","s":6,"op":0,"d":{"id":1}}"#;
+    assert!(publishes(&h.feed(Input::Payload(broken.as_bytes()))).is_empty());
+    assert_eq!(h.m.stats().malformed, 1);
+    // Skipped, but behind the unacknowledged seq 5 in the resume point.
+    assert_eq!(h.m.session().unwrap().commits.committed(), 1);
+    h.feed(Input::Acked { epoch: 1, seq: 5 });
+    assert_eq!(h.m.session().unwrap().commits.committed(), 6);
+}
