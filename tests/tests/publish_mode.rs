@@ -33,7 +33,9 @@ async fn core_mode_delivers_to_subscribers(nats: NatsServerBuilder) -> Stack {
         .await
         .expect("an event within 20 s")
         .expect("the subscription is open");
-    let event: AgentEvent = serde_json::from_slice(&msg.payload).expect("an agent event");
+    let json: serde_json::Value = serde_json::from_slice(&msg.payload).expect("JSON");
+    discord_bridge_e2e::schema::assert_agent_event(&json);
+    let event: AgentEvent = serde_json::from_value(json).expect("an agent event");
     let message = event.message().expect("a message event");
     assert_eq!(message.content, "over core NATS");
     let headers = msg.headers.expect("headers");

@@ -11,6 +11,9 @@ use discord_bridge_e2e::stack::{
 };
 use discord_bridge_schemas::ShardState;
 
+/// Pause between two bursts of traffic while waiting for the bridge to exit.
+const TRAFFIC_PACE: Duration = Duration::from_millis(2);
+
 /// How long a clean shutdown may take.
 const SHUTDOWN: Duration = Duration::from_secs(5);
 
@@ -68,7 +71,8 @@ async fn signal_stops_cleanly(signal: Signal) {
             let _ = stack.sim.dispatch(0, "MESSAGE_CREATE", late);
             i += 1;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Paces the traffic above; the loop itself waits for the exit.
+        tokio::time::sleep(TRAFFIC_PACE).await;
     };
     let took = signalled.elapsed();
     let _ = bridge.wait_exit(SHUTDOWN).await;
