@@ -264,30 +264,31 @@ fn check_existing(
         )));
     }
     let mut differences = Vec::new();
-    if have.storage != wanted.storage {
-        differences.push(format!(
-            "storage {:?} (bridge default {:?})",
-            have.storage, wanted.storage
-        ));
-    }
-    if have.duplicate_window != wanted.duplicate_window {
-        differences.push(format!(
-            "duplicate_window {:?} (configured {:?})",
-            have.duplicate_window, wanted.duplicate_window
-        ));
-    }
-    if have.max_age != wanted.max_age {
-        differences.push(format!(
-            "max_age {:?} (configured {:?})",
-            have.max_age, wanted.max_age
-        ));
-    }
-    if have.max_bytes != wanted.max_bytes {
-        differences.push(format!(
-            "max_bytes {} (configured {})",
-            have.max_bytes, wanted.max_bytes
-        ));
-    }
+    let mut compare = |name: &str, have: String, want: String| {
+        if have != want {
+            differences.push(format!("{name} {have} (the bridge would use {want})"));
+        }
+    };
+    compare(
+        "storage",
+        format!("{:?}", have.storage),
+        format!("{:?}", wanted.storage),
+    );
+    compare(
+        "duplicate_window",
+        format!("{:?}", have.duplicate_window),
+        format!("{:?}", wanted.duplicate_window),
+    );
+    compare(
+        "max_age",
+        format!("{:?}", have.max_age),
+        format!("{:?}", wanted.max_age),
+    );
+    compare(
+        "max_bytes",
+        have.max_bytes.to_string(),
+        wanted.max_bytes.to_string(),
+    );
     if have.duplicate_window < Duration::from_secs(120) {
         tracing::warn!(
             stream = %have.name,
