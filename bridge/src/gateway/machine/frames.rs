@@ -27,7 +27,7 @@ use crate::gateway::session::Session;
 impl Machine {
     pub(super) fn frame(&mut self, now: Instant, bytes: &[u8], out: &mut Vec<Action>) {
         // The hot path: most frames of a busy bot are MESSAGE_CREATE.
-        if !self.raw_dispatch.contains("MESSAGE_CREATE")
+        if self.one_pass_messages
             && let Some(m) = payload::decode_message_dispatch(bytes)
         {
             return self.dispatch(

@@ -38,6 +38,9 @@ pub const CLOSE_NORMAL: u16 = 1000;
 pub struct Machine {
     cfg: MachineConfig,
     raw_dispatch: HashSet<String>,
+    /// MESSAGE_CREATE may take the one-pass path: the firehose does not need
+    /// its raw `d`. Decided once, not per frame.
+    one_pass_messages: bool,
     rng: fastrand::Rng,
     phase: Phase,
     session: Option<Session>,
@@ -117,6 +120,7 @@ impl Machine {
     pub fn new(cfg: MachineConfig) -> Self {
         Self {
             raw_dispatch: cfg.raw_dispatch.iter().cloned().collect(),
+            one_pass_messages: !cfg.raw_dispatch.iter().any(|t| t == "MESSAGE_CREATE"),
             rng: fastrand::Rng::with_seed(cfg.seed),
             backoff: Backoff::new(cfg.backoff_base, cfg.backoff_max),
             cfg,

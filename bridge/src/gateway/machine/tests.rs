@@ -945,3 +945,19 @@ fn frames_the_one_pass_path_refuses_take_the_general_path() {
     h.feed(Input::Acked { epoch: 1, seq: 5 });
     assert_eq!(h.m.session().unwrap().commits.committed(), 6);
 }
+
+#[test]
+fn a_message_create_firehose_still_gets_the_raw_body() {
+    let mut cfg = config();
+    cfg.raw_dispatch = vec!["MESSAGE_CREATE".into()];
+    let mut h = H::with(cfg);
+    h.live();
+    let d = r#"{"id":"1","channel_id":"2","author":{"id":"3","username":"u"},"content":"c","timestamp":"t"}"#;
+    let frame = format!(r#"{{"t":"MESSAGE_CREATE","s":2,"op":0,"d":{d}}}"#);
+    let out = h.feed(Input::Payload(frame.as_bytes()));
+    let p = publishes(&out);
+    assert_eq!(p.len(), 2, "the agent event and the raw dispatch");
+    assert_eq!(p[0].kind, PublishKind::Agent(AgentEventKind::Message));
+    assert_eq!(p[1].kind, PublishKind::Raw("MESSAGE_CREATE".into()));
+    assert_eq!(p[1].body, d.as_bytes());
+}
