@@ -74,8 +74,7 @@ async fn core_mode_relays_holds_and_drops_duplicates() {
     let nats = NatsServer::builder().without_jetstream().start().await;
     let publisher = nats.client().await;
     let bus = Arc::new(EventBus::new());
-    let adapter =
-        Adapter::new(nats.client().await, Arc::clone(&bus), core_config()).expect("valid config");
+    let adapter = adapter(&nats, &bus, core_config()).await;
     let listeners = adapter.listeners().clone();
     let mut capsule_v1 = capsule(&listeners, &bus);
     let handle = adapter.spawn(CancellationToken::new());

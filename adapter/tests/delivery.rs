@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use astrid_discord_adapter::{Adapter, AdapterConfig, EVENT_SOURCE};
+use astrid_discord_adapter::{AdapterConfig, EVENT_SOURCE};
 use astrid_events::{EventBus, IpcPayload};
 use common::*;
 use discord_bridge_e2e::{NatsServer, eventually};
@@ -16,15 +16,11 @@ use uuid::Uuid;
 
 #[tokio::test]
 async fn emits_the_exact_ipc_shape_and_acks_after_delivery() {
-    init_tracing();
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    create_stream(&js, Duration::from_secs(120)).await;
+    let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
     let config = AdapterConfig::default();
     let source_id = config.source_id();
-    let adapter =
-        Adapter::new(nats.client().await, Arc::clone(&bus), config).expect("valid config");
+    let adapter = adapter(&nats, &bus, config).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
 
@@ -64,17 +60,9 @@ async fn emits_the_exact_ipc_shape_and_acks_after_delivery() {
 
 #[tokio::test]
 async fn only_a_listener_of_the_topic_counts() {
-    init_tracing();
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    create_stream(&js, Duration::from_secs(120)).await;
+    let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
-    let adapter = Adapter::new(
-        nats.client().await,
-        Arc::clone(&bus),
-        config(Duration::from_secs(30)),
-    )
-    .expect("valid config");
+    let adapter = adapter(&nats, &bus, config(Duration::from_secs(30))).await;
     // A registered listener of another topic, and subscribers of this topic
     // the adapter knows nothing about: `EventBus::publish` would count the
     // broadcast ones as receivers, but none is a registered listener.
@@ -113,17 +101,9 @@ async fn only_a_listener_of_the_topic_counts() {
 
 #[tokio::test]
 async fn bad_input_is_terminated_and_does_not_block_the_stream() {
-    init_tracing();
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    create_stream(&js, Duration::from_secs(120)).await;
+    let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
-    let adapter = Adapter::new(
-        nats.client().await,
-        Arc::clone(&bus),
-        AdapterConfig::default(),
-    )
-    .expect("valid config");
+    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
 
@@ -165,12 +145,7 @@ async fn a_dispatch_published_twice_is_emitted_once() {
     assert!(first < again && again < last);
 
     let bus = Arc::new(EventBus::new());
-    let adapter = Adapter::new(
-        nats.client().await,
-        Arc::clone(&bus),
-        AdapterConfig::default(),
-    )
-    .expect("valid config");
+    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
 

@@ -7,29 +7,26 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use astrid_discord_adapter::{Adapter, AdapterConfig};
+use astrid_discord_adapter::AdapterConfig;
 use astrid_events::EventBus;
 use common::*;
-use discord_bridge_e2e::{NatsServer, eventually};
+use discord_bridge_e2e::eventually;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn held_across_unsubscribe_and_resubscribe_without_loss_in_order() {
-    init_tracing();
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    create_stream(&js, Duration::from_secs(120)).await;
+    let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
     let ack_wait = Duration::from_secs(2);
-    let adapter = Adapter::new(
-        nats.client().await,
-        Arc::clone(&bus),
+    let adapter = adapter(
+        &nats,
+        &bus,
         AdapterConfig {
             max_ack_pending: 3,
             ..config(ack_wait)
         },
     )
-    .expect("valid config");
+    .await;
     let listeners = adapter.listeners().clone();
     let handle = adapter.spawn(CancellationToken::new());
 
@@ -99,20 +96,12 @@ async fn held_across_unsubscribe_and_resubscribe_without_loss_in_order() {
 
 #[tokio::test]
 async fn events_published_before_any_listener_wait_for_the_first() {
-    init_tracing();
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    create_stream(&js, Duration::from_secs(120)).await;
+    let (nats, js) = server_with_stream().await;
     for n in 1..=3 {
         publish(&js, n).await;
     }
     let bus = Arc::new(EventBus::new());
-    let adapter = Adapter::new(
-        nats.client().await,
-        Arc::clone(&bus),
-        AdapterConfig::default(),
-    )
-    .expect("valid config");
+    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
     let listeners = adapter.listeners().clone();
     let handle = adapter.spawn(CancellationToken::new());
     wait_consumer(&js, "all 3 events held", |i| {

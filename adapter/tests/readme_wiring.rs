@@ -6,12 +6,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use astrid_discord_adapter::{Adapter, AdapterConfig, AdapterHandle, ListenerLease, Listeners};
 use astrid_events::{EventBus, RoutedEventReceiver};
 use common::*;
-use discord_bridge_e2e::NatsServer;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -60,10 +58,7 @@ fn host_subscribe(
 
 #[tokio::test]
 async fn the_readme_wiring_delivers_to_every_principal_runtime() {
-    init_tracing();
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    create_stream(&js, Duration::from_secs(120)).await;
+    let (nats, js) = server_with_stream().await;
     let kernel_event_bus = Arc::new(EventBus::new());
     let shutdown = CancellationToken::new();
     let (discord, listeners) = start_discord(&kernel_event_bus, &nats.url(), &shutdown)

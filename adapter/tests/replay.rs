@@ -5,7 +5,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use astrid_discord_adapter::{
     Adapter, AdapterConfig, AdapterError, Mode, ReplayFrom, ReplayRequest, ReplayUntil,
@@ -35,17 +34,9 @@ async fn replayed(rx: &mut RoutedEventReceiver, count: usize, replay: Uuid) -> V
 
 #[tokio::test]
 async fn replay_from_a_sequence_and_from_a_time() {
-    init_tracing();
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    create_stream(&js, Duration::from_secs(120)).await;
+    let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
-    let adapter = Adapter::new(
-        nats.client().await,
-        Arc::clone(&bus),
-        AdapterConfig::default(),
-    )
-    .expect("valid config");
+    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
     let mut seqs = Vec::new();
@@ -128,18 +119,10 @@ async fn replay_from_a_sequence_and_from_a_time() {
 
 #[tokio::test]
 async fn a_replay_waits_for_a_listener_and_can_be_cancelled() {
-    init_tracing();
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    create_stream(&js, Duration::from_secs(120)).await;
+    let (nats, js) = server_with_stream().await;
     let seq = publish(&js, 1).await;
     let bus = Arc::new(EventBus::new());
-    let adapter = Adapter::new(
-        nats.client().await,
-        Arc::clone(&bus),
-        AdapterConfig::default(),
-    )
-    .expect("valid config");
+    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
     let listeners = adapter.listeners().clone();
     let replayer = adapter.replayer().expect("JetStream mode");
     let handle = adapter.spawn(CancellationToken::new());

@@ -18,10 +18,7 @@ const LONG_ACK_WAIT: Duration = Duration::from_secs(120);
 
 #[tokio::test]
 async fn a_clean_restart_continues_from_the_durable_consumer() {
-    init_tracing();
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    create_stream(&js, Duration::from_secs(120)).await;
+    let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
     // Without the crash rewind: the clean shutdown alone must hand the held
     // events back.
@@ -30,8 +27,7 @@ async fn a_clean_restart_continues_from_the_durable_consumer() {
         ..config(LONG_ACK_WAIT)
     };
 
-    let first =
-        Adapter::new(nats.client().await, Arc::clone(&bus), cfg.clone()).expect("valid config");
+    let first = adapter(&nats, &bus, cfg.clone()).await;
     let mut capsule_v1 = capsule(first.listeners(), &bus);
     let first = first.spawn(CancellationToken::new());
     publish(&js, 1).await;
@@ -44,7 +40,7 @@ async fn a_clean_restart_continues_from_the_durable_consumer() {
     first.shutdown().await.expect("clean shutdown");
     publish(&js, 5).await;
 
-    let second = Adapter::new(nats.client().await, Arc::clone(&bus), cfg).expect("valid config");
+    let second = adapter(&nats, &bus, cfg).await;
     let mut capsule_v2 = capsule(second.listeners(), &bus);
     let second = second.spawn(CancellationToken::new());
     assert_eq!(
@@ -60,10 +56,7 @@ async fn a_clean_restart_continues_from_the_durable_consumer() {
 
 #[tokio::test]
 async fn after_a_crash_held_events_come_back_at_once_and_in_order() {
-    init_tracing();
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    create_stream(&js, Duration::from_secs(120)).await;
+    let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
     let cfg = config(LONG_ACK_WAIT);
 
@@ -85,7 +78,7 @@ async fn after_a_crash_held_events_come_back_at_once_and_in_order() {
     }
     publish(&js, 4).await;
 
-    let second = Adapter::new(nats.client().await, Arc::clone(&bus), cfg).expect("valid config");
+    let second = adapter(&nats, &bus, cfg).await;
     let mut capsule = capsule(second.listeners(), &bus);
     let second = second.spawn(CancellationToken::new());
     // With 120 s of ack_wait, 1-3 arrive within the test's deadline only
@@ -103,12 +96,7 @@ async fn a_nats_restart_does_not_lose_the_place() {
     let js = nats.jetstream().await;
     create_stream(&js, Duration::from_secs(120)).await;
     let bus = Arc::new(EventBus::new());
-    let adapter = Adapter::new(
-        nats.client().await,
-        Arc::clone(&bus),
-        AdapterConfig::default(),
-    )
-    .expect("valid config");
+    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
     publish(&js, 1).await;
@@ -135,12 +123,7 @@ async fn an_adapter_started_before_the_stream_waits_for_it() {
     let nats = NatsServer::start().await;
     let js = nats.jetstream().await;
     let bus = Arc::new(EventBus::new());
-    let adapter = Adapter::new(
-        nats.client().await,
-        Arc::clone(&bus),
-        AdapterConfig::default(),
-    )
-    .expect("valid config");
+    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
 
@@ -153,17 +136,9 @@ async fn an_adapter_started_before_the_stream_waits_for_it() {
 
 #[tokio::test]
 async fn a_deleted_durable_is_recreated_after_the_last_delivered_event() {
-    init_tracing();
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    create_stream(&js, Duration::from_secs(120)).await;
+    let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
-    let adapter = Adapter::new(
-        nats.client().await,
-        Arc::clone(&bus),
-        AdapterConfig::default(),
-    )
-    .expect("valid config");
+    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
     publish(&js, 1).await;

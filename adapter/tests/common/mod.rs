@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use astrid_discord_adapter::{AdapterConfig, Listener, Listeners};
+use astrid_discord_adapter::{Adapter, AdapterConfig, Listener, Listeners};
 use astrid_events::{AstridEvent, EventBus, IpcMessage, IpcPayload, RoutedEventReceiver};
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
-use discord_bridge_e2e::eventually;
+use discord_bridge_e2e::{NatsServer, eventually};
 use discord_bridge_schemas::header;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -44,6 +44,21 @@ pub async fn create_stream(js: &jetstream::Context, duplicate_window: Duration) 
     })
     .await
     .expect("create the agent stream");
+}
+
+/// A nats-server holding the bridge's stream (2-minute duplicate window),
+/// and its JetStream context.
+pub async fn server_with_stream() -> (NatsServer, jetstream::Context) {
+    init_tracing();
+    let nats = NatsServer::start().await;
+    let js = nats.jetstream().await;
+    create_stream(&js, Duration::from_secs(120)).await;
+    (nats, js)
+}
+
+/// An adapter on `nats` and `bus` (not started).
+pub async fn adapter(nats: &NatsServer, bus: &Arc<EventBus>, config: AdapterConfig) -> Adapter {
+    Adapter::new(nats.client().await, Arc::clone(bus), config).expect("valid config")
 }
 
 /// The agent event the bridge publishes for a MESSAGE_CREATE `n`.
