@@ -404,15 +404,21 @@ fn op9_during_resume_falls_back_to_identify() {
     assert!(out.contains(&Action::RequestIdentify));
 }
 
+/// A live session that Discord then closes with `code`.
+fn closed_with(code: u16) -> (H, Vec<Action>) {
+    let mut h = H::new();
+    h.live();
+    let out = h.feed(Input::Closed {
+        code: Some(code),
+        reason: String::new(),
+    });
+    (h, out)
+}
+
 #[test]
 fn every_close_code_has_its_documented_disposition() {
     for code in [4000, 4001, 4002, 4003, 4005, 4008, 1000, 1001, 4999] {
-        let mut h = H::new();
-        h.live();
-        let out = h.feed(Input::Closed {
-            code: Some(code),
-            reason: String::new(),
-        });
+        let (mut h, out) = closed_with(code);
         assert_eq!(
             status(&out, ShardState::Disconnected).will_resume,
             Some(true),
@@ -425,12 +431,7 @@ fn every_close_code_has_its_documented_disposition() {
         );
     }
     for code in [4007, 4009] {
-        let mut h = H::new();
-        h.live();
-        let out = h.feed(Input::Closed {
-            code: Some(code),
-            reason: String::new(),
-        });
+        let (mut h, out) = closed_with(code);
         assert_eq!(
             status(&out, ShardState::Disconnected).will_resume,
             Some(false),
