@@ -21,6 +21,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
+pub mod failpoint;
 pub mod gateway;
 pub mod io;
 pub mod logging;

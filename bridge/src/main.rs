@@ -95,9 +95,7 @@ fn main() -> ExitCode {
 /// Cancels `shutdown` on the first SIGINT or SIGTERM; exits at once on a
 /// second one, for when a clean shutdown hangs.
 fn watch_signals(shutdown: CancellationToken) -> Result<(), RunError> {
-    let listen = |kind| {
-        signal(kind).map_err(|e| RunError::Runtime(format!("cannot listen for signals: {e}")))
-    };
+    let listen = |kind| signal(kind).map_err(RunError::Signals);
     let mut interrupt = listen(SignalKind::interrupt())?;
     let mut terminate = listen(SignalKind::terminate())?;
     tokio::spawn(async move {

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use discord_bridge::RunError;
+use discord_bridge::error::DiscoveryError;
 use discord_bridge::sim::{Endpoint, HttpFault};
 use discord_bridge_e2e::stack::{Stack, StackOptions, WAIT};
 
@@ -118,7 +119,13 @@ async fn insecure_url_from_gateway_bot_is_refused() {
     .await;
     stack.start_bridge();
     let error = stack.join_bridge(WAIT).await.expect_err("refused");
-    assert!(matches!(error, RunError::Setup(_)), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            RunError::Discovery(DiscoveryError::UnusableGatewayUrl { .. })
+        ),
+        "{error:?}"
+    );
     assert_eq!(error.exit_code(), 2);
     assert!(
         error.to_string().contains("allow_insecure_gateway"),

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::jetstream::message::StreamMessage;
+use discord_bridge::RunError;
 use discord_bridge::sim::events::{self, User};
 use discord_bridge::sim::{Closer, Endpoint};
 use discord_bridge_e2e::jetstream::header;
@@ -322,6 +323,13 @@ async fn a_stream_that_does_not_capture_the_subject_is_a_setup_error() {
     .expect("a stream on another subject");
     stack.start_bridge();
     let err = stack.join_bridge(WAIT).await.expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            RunError::Nats(discord_bridge::error::NatsError::StreamMismatch { .. })
+        ),
+        "{err:?}"
+    );
     assert_eq!(err.exit_code(), 2);
     let text = err.to_string();
     assert!(

@@ -22,10 +22,14 @@ fn setting_for(code: u16) -> &'static str {
     }
 }
 
-/// Waits for the bridge to stop by itself and returns its fatal message.
-async fn fatal_message(stack: &mut Stack) -> String {
+/// Waits for the bridge to stop by itself and returns its fatal close code
+/// and message.
+async fn fatal_stop(stack: &mut Stack) -> (u16, String) {
     match stack.join_bridge(WAIT).await {
-        Err(RunError::Fatal(message)) => message,
+        Err(e @ RunError::Fatal { code, .. }) => {
+            assert_eq!(e.exit_code(), 1);
+            (code, e.to_string())
+        }
         other => panic!("expected RunError::Fatal, got {other:?}"),
     }
 }
@@ -46,7 +50,8 @@ async fn fatal_close(code: u16) {
     stack.wait_contents(&["before"]).await;
 
     assert!(stack.sim.close(0, code, "test"));
-    let message = fatal_message(&mut stack).await;
+    let (stopped_with, message) = fatal_stop(&mut stack).await;
+    assert_eq!(stopped_with, code);
     assert!(message.contains(&code.to_string()), "{code}: {message}");
     assert!(message.contains(setting_for(code)), "{code}: {message}");
 
@@ -101,7 +106,7 @@ async fn privileged_intent_not_enabled_is_fatal_4014() {
         c.discord.intents = Intents::parse("GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT").unwrap();
     }))
     .await;
-    let message = fatal_message(&mut stack).await;
+    let (_, message) = fatal_stop(&mut stack).await;
     assert!(message.contains("4014"), "{message}");
     assert!(message.contains("DISCORD_GATEWAY_INTENTS"), "{message}");
     let identifies = stack.sim.identifies();
@@ -120,7 +125,7 @@ async fn wrong_token_at_the_gateway_is_fatal_4004() {
     stack.config.discord.token = Some(Secret::new(WRONG.to_owned()));
     stack.config.discord.gateway_url = Some(stack.sim.gateway_url());
     stack.start_bridge();
-    let message = fatal_message(&mut stack).await;
+    let (_, message) = fatal_stop(&mut stack).await;
     assert!(message.contains("4004"), "{message}");
     assert!(message.contains("DISCORD_BOT_TOKEN"), "{message}");
     assert!(
@@ -161,7 +166,7 @@ async fn fatal_close_stops_only_its_shard() {
     assert!(!stack.bridge_finished(), "shard 0 is still running");
 
     assert!(stack.sim.close(0, 4013, "test"));
-    let message = fatal_message(&mut stack).await;
+    let (_, message) = fatal_stop(&mut stack).await;
     assert!(message.contains("4013"), "{message}");
     let shard_conns = |shard: u32| {
         stack

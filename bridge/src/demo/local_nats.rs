@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::error::RunError;
+use super::DemoError;
 
 /// The NATS server the demo uses.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ impl LocalNats {
     ///
     /// # Errors
     /// No server answers and `nats-server` cannot be started.
-    pub async fn ensure(urls: &[String]) -> Result<Self, RunError> {
+    pub async fn ensure(urls: &[String]) -> Result<Self, DemoError> {
         if let Some(url) = urls.first()
             && let Some(addr) = host_port(url)
             && reachable(&addr).await
@@ -48,18 +48,24 @@ impl LocalNats {
         self.child.is_some()
     }
 
-    async fn spawn(wanted: &str) -> Result<Self, RunError> {
+    async fn spawn(wanted: &str) -> Result<Self, DemoError> {
         let bin = std::env::var_os("NATS_SERVER_BIN")
             .map_or_else(|| PathBuf::from("nats-server"), PathBuf::from);
         let store = tempfile::Builder::new()
             .prefix("discord-bridge-demo-")
             .tempdir()
-            .map_err(|e| {
-                RunError::Runtime(format!("cannot create a temporary JetStream store: {e}"))
+            .map_err(|source| DemoError::Local {
+                what: "cannot create a temporary JetStream store",
+                source,
             })?;
         let port = free_port()?;
-        let log = std::fs::File::create(store.path().join("nats-server.log"))
-            .map_err(|e| RunError::Runtime(format!("cannot create the nats-server log: {e}")))?;
+        let log =
+            std::fs::File::create(store.path().join("nats-server.log")).map_err(|source| {
+                DemoError::Local {
+                    what: "cannot create the nats-server log",
+                    source,
+                }
+            })?;
         let child = Command::new(&bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store.path().join("jetstream"))
@@ -68,13 +74,10 @@ impl LocalNats {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| {
-                RunError::Setup(format!(
-                    "no NATS server answers at {wanted} and `{}` cannot be started ({e}): run \
-                     scripts/demo (it installs nats-server), install nats-server 2.10+ (or set \
-                     NATS_SERVER_BIN to it), or point NATS_URL at a running server",
-                    bin.display()
-                ))
+            .map_err(|source| DemoError::NoNatsServer {
+                url: wanted.to_owned(),
+                bin: bin.clone(),
+                source,
             })?;
         let mut nats = Self {
             url: format!("nats://127.0.0.1:{port}"),
@@ -87,14 +90,14 @@ impl LocalNats {
             if let Some(child) = &mut nats.child
                 && let Ok(Some(status)) = child.try_wait()
             {
-                return Err(RunError::Setup(format!(
-                    "nats-server exited at start ({status}); see its log for the reason"
+                return Err(DemoError::NatsServerFailed(format!(
+                    "exited at start ({status})"
                 )));
             }
             if tokio::time::Instant::now() >= deadline {
                 nats.stop().await;
-                return Err(RunError::Setup(
-                    "nats-server did not start within 15 s".into(),
+                return Err(DemoError::NatsServerFailed(
+                    "did not start within 15 s".into(),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -133,13 +136,13 @@ async fn reachable(addr: &str) -> bool {
     )
 }
 
-fn free_port() -> Result<u16, RunError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| RunError::Runtime(format!("cannot find a free port: {e}")))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| RunError::Runtime(format!("cannot find a free port: {e}")))
+fn free_port() -> Result<u16, DemoError> {
+    let local = |source| DemoError::Local {
+        what: "cannot find a free port",
+        source,
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(local)?;
+    listener.local_addr().map(|a| a.port()).map_err(local)
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@
 
 pub mod capsule;
 pub mod display;
+mod error;
 pub mod local_nats;
+
+pub use error::DemoError;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,7 +81,10 @@ pub async fn run(
             ..SimConfig::default()
         })
         .await
-        .map_err(|e| RunError::Runtime(e.to_string()))?,
+        .map_err(|e| DemoError::Start {
+            what: "gateway simulator",
+            source: Box::new(e),
+        })?,
     );
     let mut nats = LocalNats::ensure(&config.nats.urls).await?;
     let result = pipeline(config, &options, &shutdown, &sim, &nats).await;
@@ -132,7 +138,7 @@ async fn pipeline(
     let mut statuses = client
         .subscribe(subject::gateway_status(&prefix))
         .await
-        .map_err(|e| RunError::Runtime(format!("cannot subscribe to status events: {e}")))?;
+        .map_err(|e| DemoError::nats("cannot subscribe to status events", e))?;
 
     let mut bridge_task = Some(tokio::spawn(crate::run(bridge, stop.child_token())));
     if mode == PublishMode::JetStream {
@@ -140,7 +146,7 @@ async fn pipeline(
         let ready = tokio::select! {
             r = fresh_durable(&client, &stream, &agent_subject) => r,
             joined = async { bridge_task.as_mut().expect("bridge task").await } => {
-                return joined.unwrap_or_else(|e| Err(RunError::Runtime(format!("bridge task failed: {e}"))));
+                return joined.unwrap_or_else(|e| Err(DemoError::Bridge(e).into()));
             }
         };
         ready?;
@@ -160,7 +166,10 @@ async fn pipeline(
             ..AdapterConfig::default()
         },
     )
-    .map_err(|e| RunError::Runtime(format!("cannot start the adapter: {e}")))?;
+    .map_err(|e| DemoError::Start {
+        what: "adapter",
+        source: Box::new(e),
+    })?;
     let topic = adapter.config().topic();
     let mut capsule = Capsule::new(bus, adapter.listeners().clone(), topic.clone());
     capsule.subscribe();
@@ -187,7 +196,7 @@ async fn pipeline(
             () = sleep_until(reload_at) => show.back(&mut capsule),
             joined = async { bridge_task.as_mut().expect("bridge task").await }, if bridge_task.is_some() => {
                 bridge_task = None;
-                bridge_result = Some(joined.unwrap_or_else(|e| Err(RunError::Runtime(format!("bridge task failed: {e}")))));
+                bridge_result = Some(joined.unwrap_or_else(|e| Err(DemoError::Bridge(e).into())));
                 break;
             }
         }
@@ -199,7 +208,7 @@ async fn pipeline(
         (Some(r), _) => r,
         (None, Some(task)) => task
             .await
-            .unwrap_or_else(|e| Err(RunError::Runtime(format!("bridge task failed: {e}")))),
+            .unwrap_or_else(|e| Err(DemoError::Bridge(e).into())),
         (None, None) => Ok(()),
     };
     if !capsule.is_subscribed() {
@@ -234,7 +243,7 @@ async fn fresh_durable(
     client: &async_nats::Client,
     stream: &str,
     subject: &str,
-) -> Result<(), RunError> {
+) -> Result<(), DemoError> {
     let js = jetstream::new(client.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut handle = loop {
@@ -244,16 +253,17 @@ async fn fresh_durable(
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
             Err(e) => {
-                return Err(RunError::Runtime(format!(
-                    "stream {stream} did not appear: {e}"
-                )));
+                return Err(DemoError::nats(
+                    format!("stream {stream} did not appear"),
+                    e,
+                ));
             }
         }
     };
     let last = handle
         .info()
         .await
-        .map_err(|e| RunError::Runtime(format!("cannot read stream {stream}: {e}")))?
+        .map_err(|e| DemoError::nats(format!("cannot read stream {stream}"), e))?
         .state
         .last_sequence;
     let _ = handle.delete_consumer(DURABLE).await;
@@ -269,7 +279,7 @@ async fn fresh_durable(
             ..Default::default()
         })
         .await
-        .map_err(|e| RunError::Runtime(format!("cannot create the demo consumer: {e}")))?;
+        .map_err(|e| DemoError::nats("cannot create the demo consumer", e))?;
     Ok(())
 }
 

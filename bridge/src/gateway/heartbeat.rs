@@ -2,8 +2,18 @@
 //!
 //! Discord: send op 1 every `heartbeat_interval`, the first one after
 //! `interval × jitter` (jitter uniform in [0, 1)) so that reconnecting clients
-//! spread out; if no ACK (op 11) arrived between two beats, the connection is
-//! a zombie and must be closed with a code other than 1000/1001 and resumed.
+//! spread out; if no ACK (op 11) arrived between two beats, the connection
+//! may be a zombie and must be closed with a code other than 1000/1001 and
+//! resumed.
+//!
+//! One refinement: Discord writes the ACK into the same ordered stream as
+//! the dispatches, so under a burst (a GUILD_CREATE flood at start-up, a
+//! RESUME replay) the ACK can sit unread behind frames the shard is still
+//! reading. A connection that delivered frames since the last beat is not
+//! dead, so the verdict is "zombie" only when the beat is due, the previous
+//! one is unacknowledged *and* nothing at all arrived since it was sent. A
+//! half-open connection delivers nothing and is still caught one interval
+//! after its last beat.
 
 use std::time::{Duration, Instant};
 
@@ -21,8 +31,10 @@ pub enum Beat {
 pub struct Heartbeat {
     interval: Duration,
     next_due: Instant,
-    /// When the beat still waiting for its ACK was sent.
+    /// When the oldest beat still waiting for its ACK was sent.
     unacked_since: Option<Instant>,
+    /// Whether any frame arrived since the latest beat was sent.
+    heard_since_beat: bool,
     last_rtt: Option<Duration>,
 }
 
@@ -35,6 +47,7 @@ impl Heartbeat {
             interval,
             next_due: now + interval.mul_f64(jitter.clamp(0.0, 1.0)),
             unacked_since: None,
+            heard_since_beat: false,
             last_rtt: None,
         }
     }
@@ -57,10 +70,10 @@ impl Heartbeat {
         if now < self.next_due {
             return None;
         }
-        if self.unacked_since.is_some() {
+        if self.unacked_since.is_some() && !self.heard_since_beat {
             return Some(Beat::Zombie);
         }
-        self.unacked_since = Some(now);
+        self.sent(now);
         self.next_due = now + self.interval;
         Some(Beat::Send)
     }
@@ -68,7 +81,17 @@ impl Heartbeat {
     /// Discord asked for a beat (server op 1): it is sent at once and, like a
     /// scheduled beat, expects an ACK.
     pub fn on_request(&mut self, now: Instant) {
+        self.sent(now);
+    }
+
+    fn sent(&mut self, now: Instant) {
         self.unacked_since.get_or_insert(now);
+        self.heard_since_beat = false;
+    }
+
+    /// A frame arrived: the connection is alive.
+    pub const fn on_frame(&mut self) {
+        self.heard_since_beat = true;
     }
 
     /// An ACK arrived; returns the round-trip time of the beat it answers.
@@ -133,6 +156,34 @@ mod tests {
         hb.on_request(t0);
         assert!(hb.on_ack(t0 + Duration::from_millis(5)).is_some());
         assert_eq!(hb.poll(t0 + I / 2), Some(Beat::Send));
+    }
+
+    #[test]
+    fn frames_after_the_beat_prove_the_connection_alive() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(t0, I, 0.0);
+        assert_eq!(hb.poll(t0), Some(Beat::Send));
+        // A burst: dispatches arrive, the ACK is still queued behind them.
+        hb.on_frame();
+        assert_eq!(hb.poll(t0 + I), Some(Beat::Send), "alive: beat again");
+        // Then silence after that beat: a zombie one interval later.
+        assert_eq!(hb.poll(t0 + 2 * I), Some(Beat::Zombie));
+        // The late ACK answers the oldest beat.
+        let mut hb = Heartbeat::new(t0, I, 0.0);
+        hb.poll(t0);
+        hb.on_frame();
+        hb.poll(t0 + I);
+        assert_eq!(hb.on_ack(t0 + I + I / 2), Some(I + I / 2));
+        assert_eq!(hb.poll(t0 + 2 * I), Some(Beat::Send));
+    }
+
+    #[test]
+    fn the_request_itself_is_not_an_answer() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(t0, I, 0.5);
+        hb.on_frame(); // Discord's op 1…
+        hb.on_request(t0); // …answered at once, and unacknowledged.
+        assert_eq!(hb.poll(t0 + I / 2), Some(Beat::Zombie));
     }
 
     #[test]

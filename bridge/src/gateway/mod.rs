@@ -9,7 +9,11 @@
 //! * [`payload`] — decoding what Discord sends, encoding what we send;
 //! * [`normalize`] — MESSAGE_CREATE / INTERACTION_CREATE → agent events;
 //! * [`heartbeat`], [`backoff`], [`ratelimit`], [`close`] — the policies;
-//! * [`session`] — session record and the resume-point (commit) tracker;
+//! * [`session`] — the session record;
+//! * [`unacked`] — the one record of what is not yet stored, and the
+//!   resume point derived from it;
+//! * [`untrusted`] — checks on strings from the network before they reach
+//!   a header, a subject or a log line;
 //! * [`intents`], [`shard`], [`url`] — configuration vocabulary.
 
 pub mod backoff;
@@ -22,6 +26,8 @@ pub mod payload;
 pub mod ratelimit;
 pub mod session;
 pub mod shard;
+pub mod unacked;
+pub mod untrusted;
 pub mod url;
 
 pub use intents::Intents;

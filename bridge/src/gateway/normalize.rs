@@ -172,6 +172,7 @@ pub(crate) fn message_event(
         }),
         _ => Ok(()),
     };
+    snowflake_guild(MESSAGE_CREATE, m.guild_id)?;
     expect("content", m.content, Json::String, "string")?;
     expect("timestamp", m.timestamp, Json::String, "string")?;
     expect("author.username", m.author.username, Json::String, "string")?;
@@ -235,6 +236,7 @@ fn interaction(d: &RawValue) -> Result<Outcome, NormalizeError> {
             event: EVENT,
             source,
         })?;
+    snowflake_guild(EVENT, i.guild_id)?;
     let raw = d.get().as_bytes();
     let mut body = Vec::with_capacity(raw.len() + 56);
     body.extend_from_slice(br#"{"type":"interaction","source":"gateway","payload":"#);
@@ -245,6 +247,19 @@ fn interaction(d: &RawValue) -> Result<Outcome, NormalizeError> {
         guild_id: i.guild_id.map(str::to_owned),
         body,
     }))
+}
+
+/// A `guild_id` goes into the `Discord-Guild` header and picks a shard:
+/// it must be a snowflake.
+fn snowflake_guild(event: &'static str, guild_id: Option<&str>) -> Result<(), NormalizeError> {
+    match guild_id {
+        Some(g) if !super::untrusted::is_snowflake(g) => Err(NormalizeError::FieldType {
+            event,
+            field: "guild_id",
+            expected: "snowflake (decimal digits)",
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Appends JSON pieces. Borrowed `&str` fields come from JSON strings without

@@ -14,6 +14,8 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::tasks::{TaskError, TaskId, Tasks};
+
 const QUEUE: usize = 4096;
 
 enum Msg {
@@ -42,12 +44,20 @@ impl std::fmt::Debug for CoreSink {
 }
 
 impl CoreSink {
-    /// Starts the publishing task.
+    /// Starts the publishing task; it ends once every handle is dropped and
+    /// what they queued is flushed.
     #[must_use]
-    pub fn spawn(client: async_nats::Client, prefix: &str) -> (Self, JoinHandle<()>) {
+    pub fn spawn(
+        client: async_nats::Client,
+        prefix: &str,
+        tasks: &Tasks,
+    ) -> (Self, JoinHandle<Option<()>>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let status_subject = subject::gateway_status(prefix);
-        let task = tokio::spawn(run(client, rx, status_subject));
+        let task = tasks.spawn(
+            TaskId::process("status and firehose publisher"),
+            run(client, rx, status_subject),
+        );
         let sink = Self {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
@@ -72,12 +82,6 @@ impl CoreSink {
         });
     }
 
-    /// Messages dropped because the queue was full.
-    #[must_use]
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
     fn send(&self, msg: Msg) {
         if self.tx.try_send(msg).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -91,7 +95,11 @@ impl CoreSink {
     }
 }
 
-async fn run(client: async_nats::Client, mut rx: mpsc::Receiver<Msg>, status_subject: String) {
+async fn run(
+    client: async_nats::Client,
+    mut rx: mpsc::Receiver<Msg>,
+    status_subject: String,
+) -> Result<(), TaskError> {
     while let Some(msg) = rx.recv().await {
         let result = match msg {
             Msg::Status(event) => match serde_json::to_vec(&event) {
@@ -112,4 +120,5 @@ async fn run(client: async_nats::Client, mut rx: mpsc::Receiver<Msg>, status_sub
         }
     }
     let _ = client.flush().await;
+    Ok(())
 }

@@ -9,9 +9,78 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::identify::SessionStartLimit;
-use crate::error::RunError;
 use crate::gateway::backoff::Backoff;
 use crate::secret::Secret;
+
+/// `GET /gateway/bot` failed in a way retrying cannot fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// Discord rejected the token (exit code 1, like close code 4004).
+    #[error(
+        "Discord answered {status} to GET /gateway/bot: the bot token was rejected; set \
+         DISCORD_BOT_TOKEN (discord.token) to the token from Developer Portal > your \
+         application > Bot"
+    )]
+    TokenRejected {
+        /// 401 or 403.
+        status: StatusCode,
+    },
+    /// The token cannot be sent in an HTTP header.
+    #[error(
+        "discord.token (DISCORD_BOT_TOKEN) contains characters that cannot be sent in a header"
+    )]
+    TokenNotSendable,
+    /// The route does not exist: `discord.api_base` is wrong.
+    #[error(
+        "{url} does not exist (404): check discord.api_base (DISCORD_API_BASE), e.g. \
+         https://discord.com/api/v10"
+    )]
+    NotFound {
+        /// The URL asked.
+        url: String,
+    },
+    /// The answer is not Discord's.
+    #[error(
+        "{url} answered with an unexpected body ({source}); check discord.api_base \
+         (DISCORD_API_BASE)"
+    )]
+    BadBody {
+        /// The URL asked.
+        url: String,
+        /// What did not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The gateway URL Discord returned is refused.
+    #[error(
+        "GET /gateway/bot returned an unusable gateway URL: {reason} (set \
+         discord.allow_insecure_gateway only for the simulator)"
+    )]
+    UnusableGatewayUrl {
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The HTTP client cannot be built (TLS set-up).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// Shutdown was requested first.
+    #[error("cancelled while asking Discord for the gateway")]
+    Cancelled,
+}
+
+impl DiscoveryError {
+    /// 2 when a setting fixes it, 1 otherwise.
+    #[must_use]
+    pub const fn exit_code(&self) -> u8 {
+        match self {
+            Self::TokenNotSendable
+            | Self::NotFound { .. }
+            | Self::BadBody { .. }
+            | Self::UnusableGatewayUrl { .. } => 2,
+            Self::TokenRejected { .. } | Self::Client(_) | Self::Cancelled => 1,
+        }
+    }
+}
 
 /// What `GET /gateway/bot` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +117,7 @@ struct RateLimited {
 #[derive(Debug)]
 enum Failure {
     /// Retrying cannot help.
-    Fatal(RunError),
+    Fatal(DiscoveryError),
     /// Try again after this long (or after the backoff when `None`).
     Retry(String, Option<Duration>),
 }
@@ -56,18 +125,17 @@ enum Failure {
 /// Asks Discord until it answers, a permanent error occurs, or `cancel`.
 ///
 /// # Errors
-/// 401 (bad token) is [`RunError::Fatal`]; 404 or an unusable body is
-/// [`RunError::Setup`] naming `discord.api_base`; cancellation is
-/// `RunError::Runtime("cancelled")`.
+/// A rejected token, a wrong `discord.api_base`, or cancellation; see
+/// [`DiscoveryError`].
 pub async fn discover(
     api_base: &str,
     token: &Secret,
     cancel: &CancellationToken,
-) -> Result<GatewayInfo, RunError> {
+) -> Result<GatewayInfo, DiscoveryError> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
-        .map_err(|e| RunError::Runtime(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(DiscoveryError::Client)?;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let wait = match fetch(&http, api_base, token).await {
@@ -83,7 +151,7 @@ pub async fn discover(
             }
         };
         tokio::select! {
-            () = cancel.cancelled() => return Err(RunError::Runtime("cancelled".into())),
+            () = cancel.cancelled() => return Err(DiscoveryError::Cancelled),
             () = tokio::time::sleep(wait) => {}
         }
     }
@@ -95,12 +163,8 @@ async fn fetch(
     token: &Secret,
 ) -> Result<GatewayInfo, Failure> {
     let url = format!("{}/gateway/bot", api_base.trim_end_matches('/'));
-    let mut auth = HeaderValue::from_str(&format!("Bot {}", token.expose())).map_err(|_| {
-        Failure::Fatal(RunError::Setup(
-            "discord.token (DISCORD_BOT_TOKEN) contains characters that cannot be sent in a header"
-                .into(),
-        ))
-    })?;
+    let mut auth = HeaderValue::from_str(&format!("Bot {}", token.expose()))
+        .map_err(|_| Failure::Fatal(DiscoveryError::TokenNotSendable))?;
     auth.set_sensitive(true);
     let response = http
         .get(&url)
@@ -122,20 +186,13 @@ async fn fetch(
         .await
         .map_err(|e| Failure::Retry(format!("{url}: {}", without_url(&e)), None))?;
     match status {
-        StatusCode::OK => parse(&body).map_err(|e| {
-            Failure::Fatal(RunError::Setup(format!(
-                "{url} answered with an unexpected body ({e}); check discord.api_base (DISCORD_API_BASE)"
-            )))
-        }),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Failure::Fatal(RunError::Fatal(format!(
-            "Discord answered {status} to GET /gateway/bot: the bot token was rejected; set \
-             DISCORD_BOT_TOKEN (discord.token) to the token from Developer Portal > your \
-             application > Bot"
-        )))),
-        StatusCode::NOT_FOUND => Err(Failure::Fatal(RunError::Setup(format!(
-            "{url} does not exist (404): check discord.api_base (DISCORD_API_BASE), e.g. \
-             https://discord.com/api/v10"
-        )))),
+        StatusCode::OK => {
+            parse(&body).map_err(|source| Failure::Fatal(DiscoveryError::BadBody { url, source }))
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Err(Failure::Fatal(DiscoveryError::TokenRejected { status }))
+        }
+        StatusCode::NOT_FOUND => Err(Failure::Fatal(DiscoveryError::NotFound { url })),
         StatusCode::TOO_MANY_REQUESTS => {
             let after = serde_json::from_slice::<RateLimited>(&body)
                 .ok()

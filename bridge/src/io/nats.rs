@@ -7,28 +7,142 @@ use async_nats::{ConnectErrorKind, ConnectOptions, ServerAddr};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NatsConfig;
-use crate::error::RunError;
 use crate::gateway::backoff::Backoff;
+
+/// NATS cannot be used. Most variants name the setting that fixes them
+/// (exit code 2); the others are runtime failures of the server (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// `nats.url` does not parse.
+    #[error("nats.url (NATS_URL): {url} is not a server address: {source}")]
+    BadUrl {
+        /// The URL, credentials redacted.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `nats.creds_file` cannot be read or parsed.
+    #[error("nats.creds_file (NATS_CREDS): cannot use {}: {source}", path.display())]
+    CredsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server refused the credentials.
+    #[error(
+        "NATS at {servers} refused the credentials: check nats.creds_file / nats.nkey_seed / \
+         nats.token / nats.user + nats.password (NATS_CREDS, NATS_NKEY_SEED, NATS_TOKEN, \
+         NATS_USER, NATS_PASSWORD)"
+    )]
+    Refused {
+        /// The servers, credentials redacted.
+        servers: String,
+        /// What the client reported.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The TLS handshake failed.
+    #[error(
+        "TLS to NATS at {servers} failed ({source}): check nats.tls_ca / nats.tls_cert / \
+         nats.tls_key (NATS_CA, NATS_CERT, NATS_KEY) and the URL scheme"
+    )]
+    Tls {
+        /// The servers, credentials redacted.
+        servers: String,
+        /// What the client reported.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// Shutdown was requested while waiting for the server.
+    #[error("cancelled while waiting for NATS")]
+    Cancelled,
+    /// The server has no JetStream.
+    #[error(
+        "JetStream is not enabled on the NATS server: start nats-server with -js (or a \
+         `jetstream {{}}` block in its configuration), or set nats.publish = \"core\" \
+         (BRIDGE_PUBLISH_MODE=core) to publish without durability"
+    )]
+    JetStreamDisabled,
+    /// Another stream already captures the agent subject.
+    #[error(
+        "another JetStream stream already captures {subject}: set nats.stream (BRIDGE_STREAM) \
+         to that stream's name, or remove the overlap"
+    )]
+    SubjectOverlap {
+        /// The agent subject.
+        subject: String,
+    },
+    /// The configured stream exists but does not capture the agent subject.
+    #[error(
+        "JetStream stream {stream} exists but does not capture {subject} (its subjects: \
+         {subjects:?}): add the subject to it, or set nats.stream (BRIDGE_STREAM) to another \
+         stream name"
+    )]
+    StreamMismatch {
+        /// The stream.
+        stream: String,
+        /// The agent subject.
+        subject: String,
+        /// What the stream captures.
+        subjects: Vec<String>,
+    },
+    /// The stream could not be read.
+    #[error("cannot read JetStream stream {stream}: {source}")]
+    ReadStream {
+        /// The stream.
+        stream: String,
+        /// Why.
+        #[source]
+        source: jetstream::context::GetStreamError,
+    },
+    /// The stream could not be created.
+    #[error("cannot create JetStream stream {stream}: {source}")]
+    CreateStream {
+        /// The stream.
+        stream: String,
+        /// Why.
+        #[source]
+        source: jetstream::context::CreateStreamError,
+    },
+}
+
+impl NatsError {
+    /// 2 when a setting fixes it, 1 otherwise.
+    #[must_use]
+    pub const fn exit_code(&self) -> u8 {
+        match self {
+            Self::BadUrl { .. }
+            | Self::CredsFile { .. }
+            | Self::Refused { .. }
+            | Self::Tls { .. }
+            | Self::JetStreamDisabled
+            | Self::SubjectOverlap { .. }
+            | Self::StreamMismatch { .. } => 2,
+            Self::Cancelled | Self::ReadStream { .. } | Self::CreateStream { .. } => 1,
+        }
+    }
+}
 
 /// Connects, retrying with backoff while the server is unreachable.
 ///
 /// # Errors
-/// Credentials or TLS the server refuses ([`RunError::Setup`], naming the
-/// settings), or cancellation.
+/// Credentials or TLS the server refuses (naming the settings), or
+/// cancellation ([`NatsError::Cancelled`]).
 pub async fn connect(
     cfg: &NatsConfig,
     name: &str,
     cancel: &CancellationToken,
-) -> Result<async_nats::Client, RunError> {
+) -> Result<async_nats::Client, NatsError> {
     let addrs = cfg
         .urls
         .iter()
         .map(|u| {
-            u.parse::<ServerAddr>().map_err(|e| {
-                RunError::Setup(format!(
-                    "nats.url (NATS_URL): {} is not a server address: {e}",
-                    redact(u)
-                ))
+            u.parse::<ServerAddr>().map_err(|source| NatsError::BadUrl {
+                url: redact(u),
+                source,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -43,23 +157,22 @@ pub async fn connect(
             }
             Err(e) => match e.kind() {
                 ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
-                    return Err(RunError::Setup(format!(
-                        "NATS at {shown:?} refused the credentials: check nats.creds_file / \
-                         nats.nkey_seed / nats.token / nats.user + nats.password (NATS_CREDS, \
-                         NATS_NKEY_SEED, NATS_TOKEN, NATS_USER, NATS_PASSWORD)"
-                    )));
+                    return Err(NatsError::Refused {
+                        servers: format!("{shown:?}"),
+                        source: e,
+                    });
                 }
                 ConnectErrorKind::Tls => {
-                    return Err(RunError::Setup(format!(
-                        "TLS to NATS at {shown:?} failed ({e}): check nats.tls_ca / nats.tls_cert / \
-                         nats.tls_key (NATS_CA, NATS_CERT, NATS_KEY) and the URL scheme"
-                    )));
+                    return Err(NatsError::Tls {
+                        servers: format!("{shown:?}"),
+                        source: e,
+                    });
                 }
                 _ => {
                     let wait = backoff.next_delay(fastrand::f64());
                     tracing::warn!(servers = ?shown, error = %e, retry_ms = wait.as_millis(), "waiting for NATS");
                     tokio::select! {
-                        () = cancel.cancelled() => return Err(RunError::Runtime("cancelled while waiting for NATS".into())),
+                        () = cancel.cancelled() => return Err(NatsError::Cancelled),
                         () = tokio::time::sleep(wait) => {}
                     }
                 }
@@ -68,15 +181,13 @@ pub async fn connect(
     }
 }
 
-async fn options(cfg: &NatsConfig, name: &str) -> Result<ConnectOptions, RunError> {
+async fn options(cfg: &NatsConfig, name: &str) -> Result<ConnectOptions, NatsError> {
     let mut o = match &cfg.creds_file {
         Some(path) => ConnectOptions::with_credentials_file(path)
             .await
-            .map_err(|e| {
-                RunError::Setup(format!(
-                    "nats.creds_file (NATS_CREDS): cannot use {}: {e}",
-                    path.display()
-                ))
+            .map_err(|source| NatsError::CredsFile {
+                path: path.clone(),
+                source,
             })?,
         None => ConnectOptions::new(),
     };
@@ -141,13 +252,12 @@ pub fn redact(url: &str) -> String {
 ///
 /// # Errors
 /// JetStream disabled on the server, or a stream that does not capture the
-/// agent subject, or another stream already owning that subject
-/// ([`RunError::Setup`]).
+/// agent subject, or another stream already owning that subject.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     cfg: &NatsConfig,
     subject: &str,
-) -> Result<(), RunError> {
+) -> Result<(), NatsError> {
     let wanted = stream_config(cfg, subject);
     match js.get_stream(&cfg.stream).await {
         Ok(existing) => {
@@ -163,15 +273,15 @@ pub async fn ensure_stream(
             jetstream::context::GetStreamErrorKind::JetStream(err)
                 if is_not_enabled(err.error_code()) =>
             {
-                Err(not_enabled())
+                Err(NatsError::JetStreamDisabled)
             }
             jetstream::context::GetStreamErrorKind::Request if no_responders(&e) => {
-                Err(not_enabled())
+                Err(NatsError::JetStreamDisabled)
             }
-            _ => Err(RunError::Runtime(format!(
-                "cannot read JetStream stream {}: {e}",
-                cfg.stream
-            ))),
+            _ => Err(NatsError::ReadStream {
+                stream: cfg.stream.clone(),
+                source: e,
+            }),
         },
     }
 }
@@ -187,15 +297,6 @@ fn no_responders(e: &jetstream::context::GetStreamError) -> bool {
 fn is_not_enabled(code: jetstream::ErrorCode) -> bool {
     code == jetstream::ErrorCode::JETSTREAM_NOT_ENABLED
         || code == jetstream::ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
-}
-
-fn not_enabled() -> RunError {
-    RunError::Setup(
-        "JetStream is not enabled on the NATS server: start nats-server with -js (or a \
-         `jetstream {}` block in its configuration), or set nats.publish = \"core\" \
-         (BRIDGE_PUBLISH_MODE=core) to publish without durability"
-            .into(),
-    )
 }
 
 fn stream_config(cfg: &NatsConfig, subject: &str) -> stream::Config {
@@ -218,7 +319,7 @@ async fn create(
     js: &jetstream::Context,
     wanted: stream::Config,
     subject: &str,
-) -> Result<(), RunError> {
+) -> Result<(), NatsError> {
     let name = wanted.name.clone();
     match js.create_stream(wanted).await {
         Ok(_) => {
@@ -229,20 +330,22 @@ async fn create(
             jetstream::context::CreateStreamErrorKind::JetStream(err)
                 if err.error_code() == jetstream::ErrorCode::STREAM_SUBJECT_OVERLAP =>
             {
-                Err(RunError::Setup(format!(
-                    "another JetStream stream already captures {subject}: set nats.stream \
-                     (BRIDGE_STREAM) to that stream's name, or remove the overlap"
-                )))
+                Err(NatsError::SubjectOverlap {
+                    subject: subject.to_owned(),
+                })
             }
-            jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => Err(not_enabled()),
+            jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => {
+                Err(NatsError::JetStreamDisabled)
+            }
             jetstream::context::CreateStreamErrorKind::JetStream(err)
                 if is_not_enabled(err.error_code()) =>
             {
-                Err(not_enabled())
+                Err(NatsError::JetStreamDisabled)
             }
-            _ => Err(RunError::Runtime(format!(
-                "cannot create JetStream stream {name}: {e}"
-            ))),
+            _ => Err(NatsError::CreateStream {
+                stream: name,
+                source: e,
+            }),
         },
     }
 }
@@ -251,17 +354,17 @@ fn check_existing(
     have: &stream::Config,
     wanted: &stream::Config,
     subject: &str,
-) -> Result<(), RunError> {
+) -> Result<(), NatsError> {
     if !have
         .subjects
         .iter()
         .any(|pattern| subject_matches(pattern, subject))
     {
-        return Err(RunError::Setup(format!(
-            "JetStream stream {} exists but does not capture {subject} (its subjects: {:?}): add \
-             the subject to it, or set nats.stream (BRIDGE_STREAM) to another stream name",
-            have.name, have.subjects
-        )));
+        return Err(NatsError::StreamMismatch {
+            stream: have.name.clone(),
+            subject: subject.to_owned(),
+            subjects: have.subjects.clone(),
+        });
     }
     let mut differences = Vec::new();
     let mut compare = |name: &str, have: String, want: String| {

@@ -1,77 +1,57 @@
-//! The bounded buffer between a shard and its publisher.
+//! The bounded buffer between a shard and its publisher: the shard's
+//! [`UnackedLog`] behind a lock, with the wake-ups each side waits for.
 //!
 //! The shard never waits on NATS: it pushes without blocking, and a full
-//! buffer is a signal (the shard closes the gateway and resumes later), not a
-//! place where events are dropped. Entries stay here until NATS acknowledged
-//! them, so the buffer bounds everything not yet stored.
+//! buffer is a signal, not a place where events are dropped. Entries stay
+//! until NATS acknowledged them, so the buffer bounds everything not yet
+//! stored.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use bytes::Bytes;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::gateway::machine::Publish;
+use crate::gateway::unacked::UnackedLog;
+pub use crate::gateway::unacked::{Entry, Full, Mark};
 
-/// One buffered event.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// What and where.
-    pub meta: Publish,
-    /// The body, shareable with in-flight publishes.
-    pub body: Bytes,
-}
-
-/// The buffer is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full {
-    /// The session of the refused event.
-    pub epoch: u64,
-    /// Its sequence.
-    pub seq: u64,
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    queue: VecDeque<Entry>,
-    bytes: usize,
-    /// Entries before this index were handed to NATS and await their ack.
-    sent: usize,
+    log: UnackedLog,
     /// A push was refused; the shard waits for room.
     refused: bool,
 }
 
-/// The outbox of one shard.
+/// The log of one shard, shared by its shard and publisher tasks.
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    max_events: usize,
-    max_bytes: usize,
     /// Wakes the publisher: something to send.
     work: Notify,
     /// Wakes the shard: room again after a refusal.
     room: Notify,
+    /// The resume point after each completion, for the shard.
+    acks: watch::Sender<Mark>,
 }
 
 impl Outbox {
-    /// A buffer of at most `max_events` events and `max_bytes` bytes.
+    /// An outbox of at most `max_events` events and `max_bytes` bytes.
     #[must_use]
     pub fn new(max_events: usize, max_bytes: usize) -> Self {
         Self {
-            state: Mutex::new(State::default()),
-            max_events: max_events.max(1),
-            max_bytes: max_bytes.max(1),
+            state: Mutex::new(State {
+                log: UnackedLog::new(max_events, max_bytes),
+                refused: false,
+            }),
             work: Notify::new(),
             room: Notify::new(),
+            acks: watch::Sender::new((0, 0)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the queue half-updated
-        // in a way that matters more than losing the process, so recover it.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update of the log completes under the lock without calling
+        // out, so a poisoned lock still holds a consistent log.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Adds an event, or refuses it when the buffer is full.
@@ -80,63 +60,58 @@ impl Outbox {
     /// [`Full`] names the refused event.
     pub fn push(&self, meta: Publish) -> Result<(), Full> {
         let mut s = self.lock();
-        let size = meta.body.len();
-        let over = s.queue.len() >= self.max_events
-            || (!s.queue.is_empty() && s.bytes + size > self.max_bytes);
-        if over {
+        let pushed = s.log.push(meta);
+        if pushed.is_err() {
             s.refused = true;
-            return Err(Full {
-                epoch: meta.epoch,
-                seq: meta.seq,
-            });
         }
-        s.bytes += size;
-        let mut meta = meta;
-        let body = Bytes::from(std::mem::take(&mut meta.body));
-        s.queue.push_back(Entry { meta, body });
         drop(s);
-        self.work.notify_one();
-        Ok(())
+        if pushed.is_ok() {
+            self.work.notify_one();
+        }
+        pushed
     }
 
-    /// The next entry not yet handed to NATS.
+    /// A dispatch that is not stored; the new resume point when it
+    /// committed at once.
+    pub fn skip(&self, epoch: u64, seq: u64) -> Option<Mark> {
+        self.lock().log.skip(epoch, seq)
+    }
+
+    /// The next event not yet handed to NATS.
     #[must_use]
     pub fn next_unsent(&self) -> Option<Entry> {
-        let mut s = self.lock();
-        let entry = s.queue.get(s.sent).cloned()?;
-        s.sent += 1;
-        Some(entry)
+        self.lock().log.next_unsent()
     }
 
-    /// The oldest entry was stored (or deliberately skipped): drop it.
-    pub fn complete_front(&self) -> Option<Entry> {
+    /// The oldest event was stored or deliberately dropped.
+    pub fn complete_front(&self) {
         let mut s = self.lock();
-        let entry = s.queue.pop_front()?;
-        s.bytes -= entry.body.len();
-        s.sent = s.sent.saturating_sub(1);
-        let wake = s.refused && self.below_low_water(&s);
+        let committed = s.log.complete_front();
+        let wake = s.refused && s.log.below_low_water();
         if wake {
             s.refused = false;
         }
         drop(s);
+        if let Some(mark) = committed {
+            self.acks.send_replace(mark);
+        }
         if wake {
             self.room.notify_one();
         }
-        Some(entry)
     }
 
-    /// Publishing failed: every entry will be sent again, in order.
+    /// Publishing failed: every event will be sent again, in order.
     pub fn rewind(&self) {
-        self.lock().sent = 0;
+        self.lock().log.rewind();
     }
 
     /// Buffered events (sent or not).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.lock().queue.len()
+        self.lock().log.events()
     }
 
-    /// Whether nothing is buffered.
+    /// Whether no event is buffered.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -145,7 +120,13 @@ impl Outbox {
     /// Buffered bytes.
     #[must_use]
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().log.bytes()
+    }
+
+    /// The resume point, as it moves.
+    #[must_use]
+    pub fn acks(&self) -> watch::Receiver<Mark> {
+        self.acks.subscribe()
     }
 
     /// Resolves when there is something new to send.
@@ -159,16 +140,12 @@ impl Outbox {
             let notified = self.room.notified();
             {
                 let s = self.lock();
-                if !s.refused || self.below_low_water(&s) {
+                if !s.refused || s.log.below_low_water() {
                     return;
                 }
             }
             notified.await;
         }
-    }
-
-    fn below_low_water(&self, s: &State) -> bool {
-        s.queue.len() <= self.max_events / 2 && s.bytes <= self.max_bytes / 2
     }
 }
 
@@ -181,9 +158,9 @@ mod tests {
     use super::*;
     use crate::gateway::machine::PublishKind;
 
-    fn event(seq: u64, size: usize) -> Publish {
+    fn event(epoch: u64, seq: u64, size: usize) -> Publish {
         Publish {
-            epoch: 1,
+            epoch,
             session_id: Arc::from("s"),
             seq,
             kind: PublishKind::Agent(AgentEventKind::Message),
@@ -192,48 +169,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bounded_by_events_and_bytes() {
-        let o = Outbox::new(3, 100);
-        assert!(o.push(event(1, 10)).is_ok());
-        assert!(o.push(event(2, 10)).is_ok());
-        assert_eq!(o.push(event(3, 90)), Err(Full { epoch: 1, seq: 3 }));
-        assert!(o.push(event(4, 10)).is_ok());
-        assert_eq!(o.push(event(5, 1)), Err(Full { epoch: 1, seq: 5 }));
-        assert_eq!((o.len(), o.bytes()), (3, 30));
-        // A single event larger than the byte cap still fits an empty buffer.
-        let o = Outbox::new(3, 100);
-        assert!(o.push(event(1, 500)).is_ok());
-    }
-
-    #[test]
-    fn entries_stay_until_completed_and_rewind_resends() {
-        let o = Outbox::new(10, 1000);
-        for seq in 1..=3 {
-            o.push(event(seq, 1)).unwrap();
-        }
-        assert_eq!(o.next_unsent().unwrap().meta.seq, 1);
-        assert_eq!(o.next_unsent().unwrap().meta.seq, 2);
-        o.rewind();
-        assert_eq!(o.next_unsent().unwrap().meta.seq, 1);
-        assert_eq!(o.complete_front().unwrap().meta.seq, 1);
-        assert_eq!(o.next_unsent().unwrap().meta.seq, 2);
-        assert_eq!(o.len(), 2);
-    }
-
     #[tokio::test]
     async fn room_resolves_at_low_water_after_a_refusal() {
         let o = Arc::new(Outbox::new(4, 1000));
         for seq in 1..=4 {
-            o.push(event(seq, 1)).unwrap();
+            o.push(event(1, seq, 1)).unwrap();
         }
-        assert!(o.push(event(5, 1)).is_err());
+        assert!(o.push(event(1, 5, 1)).is_err());
         let waiter = tokio::spawn({
             let o = Arc::clone(&o);
             async move { o.room().await }
         });
+        let mut acks = o.acks();
         o.complete_front();
         assert!(!waiter.is_finished());
+        assert_eq!(*acks.borrow_and_update(), (1, 1));
         o.complete_front();
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await

@@ -12,17 +12,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::{HeaderMap, HeaderValue};
 use discord_bridge_schemas::{ShardState, StatusEvent, header};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::core_sink::CoreSink;
 use super::outbox::{Entry, Outbox};
+use super::tasks::TaskError;
 use crate::gateway::ShardId;
 use crate::gateway::backoff::Backoff;
 use crate::gateway::machine::Publish;
@@ -49,9 +49,6 @@ impl Target {
     }
 }
 
-/// The highest `(epoch, seq)` stored so far.
-pub type AckWatch = watch::Receiver<(u64, u64)>;
-
 /// Settings of one publisher.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -70,38 +67,61 @@ enum Outcome {
     Stored,
     /// Larger than the server accepts: skipped for good.
     TooLarge(String),
+    /// A header could not be built: skipped for good.
+    BadHeader(HeaderError),
     Failed(String),
 }
 
 type InFlight = Pin<Box<dyn Future<Output = (Entry, Outcome)> + Send>>;
 
-/// The headers of DESIGN §5.3.
-#[must_use]
-pub fn headers(meta: &Publish, shard: ShardId) -> HeaderMap {
+/// A header value that is not one line (it cannot happen for values the
+/// machine validated; refusing beats the panic of async-nats' infallible
+/// conversions).
+#[derive(Debug, thiserror::Error)]
+#[error("header {name} would carry a line break; the event is not published")]
+pub struct HeaderError {
+    /// The header.
+    pub name: &'static str,
+}
+
+/// The headers every published event carries (see the README's NATS
+/// contract).
+///
+/// # Errors
+/// A value with a line break.
+pub fn headers(meta: &Publish, shard: ShardId) -> Result<HeaderMap, HeaderError> {
+    let value =
+        |name: &'static str, v: &str| v.parse::<HeaderValue>().map_err(|_| HeaderError { name });
     let mut h = HeaderMap::new();
     h.insert(
         header::MSG_ID,
-        discord_bridge_schemas::subject::msg_id(&meta.session_id, meta.seq).as_str(),
+        value(
+            header::MSG_ID,
+            &discord_bridge_schemas::subject::msg_id(&meta.session_id, meta.seq),
+        )?,
     );
-    h.insert(header::SHARD, shard.to_string().as_str());
-    h.insert(header::SEQ, meta.seq.to_string().as_str());
-    h.insert(header::EVENT, meta.event_name());
-    h.insert(header::SESSION, &*meta.session_id);
+    h.insert(header::SHARD, value(header::SHARD, &shard.to_string())?);
+    h.insert(header::SEQ, HeaderValue::from(meta.seq));
+    h.insert(header::EVENT, value(header::EVENT, meta.event_name())?);
+    h.insert(header::SESSION, value(header::SESSION, &meta.session_id)?);
     if let Some(g) = &meta.guild_id {
-        h.insert(header::GUILD, g.as_str());
+        h.insert(header::GUILD, value(header::GUILD, g)?);
     }
-    h
+    Ok(h)
 }
 
 /// Runs until cancelled and the outbox is flushed (or the drain times out).
+///
+/// # Errors
+/// Only through its failpoint, for the supervisor's tests: a publisher that
+/// cannot go on ends the process.
 pub async fn run(
     target: Target,
     outbox: Arc<Outbox>,
-    acks: watch::Sender<(u64, u64)>,
     sink: CoreSink,
     cfg: PublisherConfig,
     cancel: CancellationToken,
-) {
+) -> Result<(), TaskError> {
     let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut drain_until: Option<Instant> = None;
@@ -111,6 +131,7 @@ pub async fn run(
             let Some(entry) = outbox.next_unsent() else {
                 break;
             };
+            crate::failpoint::hit("publisher")?;
             inflight.push_back(send(&target, &cfg.subject, shard, entry).await);
         }
         if drain_until.is_some() && outbox.is_empty() {
@@ -123,18 +144,20 @@ pub async fn run(
                 Outcome::Stored => {
                     backoff.reset();
                     outbox.complete_front();
-                    acks.send_replace((entry.meta.epoch, entry.meta.seq));
                 }
                 Outcome::TooLarge(why) => {
                     outbox.complete_front();
-                    acks.send_replace((entry.meta.epoch, entry.meta.seq));
                     report_too_large(&sink, shard, &entry, &why);
+                }
+                Outcome::BadHeader(e) => {
+                    outbox.complete_front();
+                    tracing::error!(seq = entry.meta.seq, error = %e, "event dropped");
                 }
                 Outcome::Failed(why) => {
                     inflight = FuturesOrdered::new();
                     outbox.rewind();
                     let wait = backoff.next_delay(fastrand::f64());
-                    tracing::warn!(shard = %shard, seq = entry.meta.seq, error = %why, retry_ms = wait.as_millis(), buffered = outbox.len(), "publish failed; retrying in order");
+                    tracing::warn!(seq = entry.meta.seq, error = %why, retry_ms = wait.as_millis(), buffered = outbox.len(), "publish failed; retrying in order");
                     if !wait_for_nats(target.client(), wait, drain_until).await {
                         break;
                     }
@@ -149,14 +172,22 @@ pub async fn run(
     }
     let left = outbox.len();
     if left > 0 {
-        tracing::warn!(shard = %shard, unpublished = left, "shutdown: events still buffered were not stored in NATS");
+        tracing::warn!(
+            unpublished = left,
+            "shutdown: events still buffered were not stored in NATS"
+        );
     } else {
-        tracing::debug!(shard = %shard, "publisher flushed");
+        tracing::debug!("publisher flushed");
     }
+    Ok(())
 }
 
 async fn send(target: &Target, subject: &str, shard: ShardId, entry: Entry) -> InFlight {
-    let hdrs = headers(&entry.meta, shard);
+    let hdrs = match headers(&entry.meta, shard) {
+        Ok(h) => h,
+        // Never retried: the same values would fail again.
+        Err(e) => return Box::pin(async move { (entry, Outcome::BadHeader(e)) }),
+    };
     match target {
         Target::JetStream { js, .. } => {
             let msg = jetstream::message::PublishMessage::build()
@@ -206,7 +237,12 @@ fn report_too_large(sink: &CoreSink, shard: ShardId, entry: &Entry, why: &str) {
         entry.meta.seq,
         entry.body.len()
     );
-    tracing::error!(shard = %shard, seq = entry.meta.seq, size = entry.body.len(), event = entry.meta.event_name(), "{message}");
+    tracing::error!(
+        seq = entry.meta.seq,
+        size = entry.body.len(),
+        event = entry.meta.event_name(),
+        "{message}"
+    );
     let mut ev = StatusEvent::new(ShardState::Error, shard.pair(), message.clone());
     ev.session_id = Some(entry.meta.session_id.to_string());
     ev.reason = Some("event_too_large".into());

@@ -1,6 +1,10 @@
-//! The task of one shard: owns the socket, the timers and the machine, and
-//! carries out the machine's actions. All protocol decisions are the
-//! machine's; this file only moves bytes and waits.
+//! The gateway task of one shard: owns the socket, the timers and the
+//! machine, and carries out the machine's actions. All protocol decisions
+//! are the machine's; this file only moves bytes and waits.
+//!
+//! The task runs inside its shard's tracing span; each connection adds a
+//! `conn` span of its own, entered whenever the machine handles an input, so
+//! every log line names the shard and the connection without repeating them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,21 +12,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
 
 use super::core_sink::CoreSink;
 use super::identify::IdentifyQueue;
-use super::outbox::Outbox;
-use super::publisher::{AckWatch, headers};
+use super::outbox::{Mark, Outbox};
+use super::publisher::headers;
 use super::status_service::ShardReporter;
-use super::ws::{self, Connection};
+use super::tasks::{TaskError, Tasks};
+use super::ws::{self, ConnectError, Connection};
 use crate::codec::{Compression, Frame};
+use crate::gateway::ShardId;
 use crate::gateway::machine::{Action, Input, Machine, PublishKind, Stop};
 
 type Pending<T> = Option<Pin<Box<dyn Future<Output = T> + Send>>>;
+
+/// How long a closing connection may take to finish its close handshake
+/// before the task stops anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// What a shard task needs besides its machine.
 pub struct ShardIo {
@@ -36,175 +46,273 @@ pub struct ShardIo {
     pub connect_timeout: Duration,
     /// Identify permits.
     pub identify: Arc<IdentifyQueue>,
-    /// Durable events go here.
+    /// Durable events go here; it reports the resume point back.
     pub outbox: Arc<Outbox>,
-    /// The publisher's progress.
-    pub acks: AckWatch,
     /// Status events and the firehose.
     pub sink: CoreSink,
     /// This shard's entry in the status endpoint.
     pub reporter: ShardReporter,
+    /// Where the connection's own tasks run.
+    pub tasks: Tasks,
 }
 
-/// Runs the shard until it stops; `Ok` on shutdown, `Err(message)` when
-/// Discord refused it for good.
-pub async fn run(mut io: ShardIo, cancel: CancellationToken) -> Result<(), String> {
-    let shard = io.machine.shard();
-    let mut actions = Vec::with_capacity(16);
+/// How a shard stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardEnd {
+    /// It was asked to stop.
+    Stopped,
+    /// Discord refused it for good.
+    Fatal {
+        /// The close code.
+        code: u16,
+        /// Names the code and the fix.
+        message: String,
+    },
+}
+
+/// The machine and the connection span its inputs are handled in.
+struct Driver {
+    machine: Machine,
+    actions: Vec<Action>,
+    conn_span: Span,
+    connections: u64,
+}
+
+impl Driver {
+    fn feed(&mut self, input: Input<'_>) {
+        let _entered = self.conn_span.enter();
+        self.machine
+            .handle(Instant::now().into_std(), input, &mut self.actions);
+    }
+}
+
+/// Runs the shard until `cancel` (then [`ShardEnd::Stopped`]) or until
+/// Discord refuses it for good.
+///
+/// # Errors
+/// None today: every failure of a connection is an input of the machine.
+/// The type leaves room for the supervisor's contract.
+pub async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardEnd, TaskError> {
+    let ShardIo {
+        machine,
+        compression,
+        max_payload,
+        connect_timeout,
+        identify: identify_queue,
+        outbox,
+        sink,
+        reporter,
+        tasks,
+    } = io;
+    let shard = machine.shard();
+    let mut d = Driver {
+        machine,
+        actions: Vec::with_capacity(16),
+        conn_span: Span::none(),
+        connections: 0,
+    };
+    let mut acks = outbox.acks();
     let mut conn: Option<Connection> = None;
-    let mut connecting: Pending<Result<Connection, String>> = None;
+    let mut connecting: Pending<Result<Connection, ConnectError>> = None;
     let mut identify: Pending<()> = None;
-    let mut closing: Vec<JoinHandle<()>> = Vec::new();
+    let mut closing = Vec::new();
     let mut stop: Option<Stop> = None;
     let mut shutdown_sent = false;
+    // One timer, moved only when the machine's deadline moves: a frame
+    // does not cost a timer registration.
+    let sleep = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(sleep);
+    let mut armed: Option<std::time::Instant> = None;
 
-    io.machine
-        .handle(Instant::now().into_std(), Input::Start, &mut actions);
+    d.feed(Input::Start);
     loop {
-        // Carry out what the machine decided; a refused publish is fed back.
-        while !actions.is_empty() {
+        // Carry out what the machine decided; a refused publish, and a
+        // resume point that moved at once, are fed back.
+        while !d.actions.is_empty() {
             let mut rejected = None;
-            for action in actions.drain(..) {
+            let mut committed: Option<Mark> = None;
+            let actions = std::mem::take(&mut d.actions);
+            for action in actions {
                 match action {
                     Action::Connect { url } => {
                         identify = None;
                         conn = None;
-                        tracing::debug!(shard = %shard, url, "connecting");
-                        let (compression, max, timeout) =
-                            (io.compression, io.max_payload, io.connect_timeout);
+                        d.connections += 1;
+                        d.conn_span =
+                            tracing::info_span!(parent: Span::current(), "conn", n = d.connections);
+                        let _entered = d.conn_span.enter();
+                        tracing::debug!(url, "connecting");
+                        let tasks = tasks.clone();
+                        let span = d.conn_span.clone();
                         connecting = Some(Box::pin(async move {
-                            ws::connect(&url, compression, max, timeout).await
+                            ws::connect(
+                                &url,
+                                ws::Options {
+                                    compression,
+                                    max_payload,
+                                    timeout: connect_timeout,
+                                },
+                                &tasks,
+                                shard,
+                                span,
+                            )
+                            .await
                         }));
                     }
                     Action::Send(frame) => {
                         if let Some(c) = &conn
                             && !c.send(frame.text)
                         {
-                            tracing::debug!(shard = %shard, kind = ?frame.kind, "writer gone; the reader will report the close");
+                            let _entered = d.conn_span.enter();
+                            tracing::debug!(kind = ?frame.kind, "writer gone; the reader will report the close");
                         }
                     }
-                    Action::Close { code } => {
+                    Action::Close { code, reason } => {
                         identify = None;
+                        {
+                            let _entered = d.conn_span.enter();
+                            if matches!(reason, "shutdown" | "reconnect_requested") {
+                                tracing::info!(code, reason, "closing the gateway connection");
+                            } else {
+                                tracing::warn!(code, reason, "closing the gateway connection");
+                            }
+                        }
                         if let Some(c) = conn.take() {
-                            closing.retain(|h| !h.is_finished());
-                            closing.push(c.close(code));
+                            closing
+                                .retain(|h: &tokio::task::JoinHandle<Option<()>>| !h.is_finished());
+                            closing.push(c.close(code, &tasks, shard));
                         }
                     }
                     Action::RequestIdentify => {
-                        let queue = Arc::clone(&io.identify);
+                        let queue = Arc::clone(&identify_queue);
                         identify = Some(Box::pin(async move { queue.acquire(shard).await }));
                     }
                     Action::Publish(p) => match &p.kind {
                         PublishKind::Agent(_) => {
                             if rejected.is_none()
-                                && let Err(full) = io.outbox.push(p)
+                                && let Err(full) = outbox.push(p)
                             {
                                 rejected = Some(full);
                             }
                         }
-                        PublishKind::Raw(event) => {
-                            let h = headers(&p, shard);
-                            io.sink.raw(event, h, p.body.into());
-                        }
+                        PublishKind::Raw(event) => match headers(&p, shard) {
+                            Ok(h) => sink.raw(event, h, p.body.into()),
+                            Err(e) => tracing::error!(error = %e, "raw dispatch not published"),
+                        },
                     },
+                    Action::Skip { epoch, seq } => {
+                        // Nothing after a refused event may commit.
+                        if rejected.is_none()
+                            && let Some(mark) = outbox.skip(epoch, seq)
+                        {
+                            committed = Some(mark);
+                        }
+                    }
                     Action::Status(ev) => {
-                        io.reporter.transition(&ev);
-                        io.sink.status(ev);
+                        reporter.transition(&ev);
+                        sink.status(ev);
                     }
                     Action::Stop(s) => stop = Some(s),
                 }
             }
+            if let Some((epoch, seq)) = committed {
+                d.feed(Input::Acked { epoch, seq });
+            }
             if let Some(full) = rejected {
-                io.machine.handle(
-                    Instant::now().into_std(),
-                    Input::PublishRejected {
-                        epoch: full.epoch,
-                        seq: full.seq,
-                    },
-                    &mut actions,
-                );
+                d.feed(Input::PublishRejected {
+                    epoch: full.epoch,
+                    seq: full.seq,
+                });
             }
         }
-        io.reporter.counters(
-            io.machine.stats(),
-            io.machine.session().map(|s| s.commits.committed()),
-            io.machine
+        reporter.counters(
+            d.machine.stats(),
+            d.machine.session().map(|s| s.committed),
+            d.machine
                 .heartbeat_rtt()
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            io.outbox.len(),
+            outbox.len(),
         );
         if let Some(stop) = stop.take() {
+            // The close handshakes end on their own within a few seconds;
+            // a successor must not start before this connection is gone.
             for h in closing {
-                let _ = tokio::time::timeout(Duration::from_secs(3), h).await;
+                let _ = tokio::time::timeout(CLOSE_WAIT, h).await;
             }
-            return match stop {
-                Stop::Shutdown => Ok(()),
-                Stop::Fatal { message, .. } => Err(message),
-            };
+            return Ok(match stop {
+                Stop::Shutdown => ShardEnd::Stopped,
+                Stop::Fatal { code, message } => ShardEnd::Fatal { code, message },
+            });
         }
 
-        let deadline = io.machine.next_deadline().map(Instant::from_std);
-        let paused = io.machine.is_paused();
+        let deadline = d.machine.next_deadline();
+        if deadline != armed {
+            if let Some(at) = deadline {
+                sleep.as_mut().reset(Instant::from_std(at));
+            }
+            armed = deadline;
+        }
+        let paused = d.machine.is_paused();
+        // Order matters: a stop request first, then the heartbeat deadline
+        // (a flood of frames must never delay a heartbeat), then the socket.
         tokio::select! {
             biased;
             () = cancel.cancelled(), if !shutdown_sent => {
                 shutdown_sent = true;
-                io.machine.handle(Instant::now().into_std(), Input::Shutdown, &mut actions);
+                d.feed(Input::Shutdown);
+            }
+            () = &mut sleep, if armed.is_some() => {
+                armed = None;
+                d.feed(Input::Tick);
             }
             msg = next_message(&mut conn) => {
-                let now = Instant::now().into_std();
-                let c = conn.as_mut();
-                match (msg, c) {
+                match (msg, conn.as_mut()) {
                     (Some(Ok(Message::Binary(bytes))), Some(c)) => match c.decoder.binary(&bytes) {
-                        Ok(Some(Frame::Payload(p))) => io.machine.handle(now, Input::Payload(p), &mut actions),
-                        Ok(Some(Frame::Oversized { size })) => io.machine.handle(now, Input::Oversized { size }, &mut actions),
+                        Ok(Some(Frame::Payload(p))) => d.feed(Input::Payload(p)),
+                        Ok(Some(Frame::Oversized { size })) => d.feed(Input::Oversized { size }),
                         Ok(None) => {}
-                        Err(e) => io.machine.handle(now, Input::StreamCorrupt { error: e.to_string() }, &mut actions),
+                        Err(e) => d.feed(Input::StreamCorrupt { error: e.to_string() }),
                     },
                     (Some(Ok(Message::Text(text))), Some(c)) => match c.decoder.text(text.as_bytes()) {
-                        Frame::Payload(p) => io.machine.handle(now, Input::Payload(p), &mut actions),
-                        Frame::Oversized { size } => io.machine.handle(now, Input::Oversized { size }, &mut actions),
+                        Frame::Payload(p) => d.feed(Input::Payload(p)),
+                        Frame::Oversized { size } => d.feed(Input::Oversized { size }),
                     },
                     (Some(Ok(Message::Close(frame))), _) => {
                         conn = None;
                         let (code, reason) = frame.map_or((None, String::new()), |f| (Some(u16::from(f.code)), f.reason.to_string()));
-                        io.machine.handle(now, Input::Closed { code, reason }, &mut actions);
+                        d.feed(Input::Closed { code, reason });
                     }
                     (Some(Ok(_)), _) => {}
                     (Some(Err(e)), _) => {
                         conn = None;
-                        io.machine.handle(now, Input::Closed { code: None, reason: ws::describe(&e) }, &mut actions);
+                        d.feed(Input::Closed { code: None, reason: ws::describe(&e) });
                     }
                     (None, _) => {
                         conn = None;
-                        io.machine.handle(now, Input::Closed { code: None, reason: "connection closed without a close frame".into() }, &mut actions);
+                        d.feed(Input::Closed { code: None, reason: "connection closed without a close frame".into() });
                     }
                 }
             }
             result = poll_pending(&mut connecting) => {
                 connecting = None;
-                let now = Instant::now().into_std();
                 match result {
                     Ok(c) => {
                         conn = Some(c);
-                        io.machine.handle(now, Input::Opened, &mut actions);
+                        d.feed(Input::Opened);
                     }
-                    Err(error) => io.machine.handle(now, Input::ConnectFailed { error }, &mut actions),
+                    Err(e) => d.feed(Input::ConnectFailed { error: e.to_string() }),
                 }
             }
             () = poll_pending(&mut identify) => {
                 identify = None;
-                io.machine.handle(Instant::now().into_std(), Input::IdentifyPermit, &mut actions);
+                d.feed(Input::IdentifyPermit);
             }
-            () = sleep_until(deadline) => {
-                io.machine.handle(Instant::now().into_std(), Input::Tick, &mut actions);
+            Ok(()) = acks.changed() => {
+                let (epoch, seq) = *acks.borrow_and_update();
+                d.feed(Input::Acked { epoch, seq });
             }
-            Ok(()) = io.acks.changed() => {
-                let (epoch, seq) = *io.acks.borrow_and_update();
-                io.machine.handle(Instant::now().into_std(), Input::Acked { epoch, seq }, &mut actions);
-            }
-            () = io.outbox.room(), if paused => {
-                io.machine.handle(Instant::now().into_std(), Input::PublisherReady, &mut actions);
+            () = outbox.room(), if paused => {
+                d.feed(Input::PublisherReady);
             }
         }
     }
@@ -228,9 +336,8 @@ async fn poll_pending<T>(pending: &mut Pending<T>) -> T {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
+/// The tracing span of a shard's tasks.
+#[must_use]
+pub fn span(shard: ShardId) -> Span {
+    tracing::info_span!("shard", shard = %shard)
 }

@@ -49,9 +49,20 @@ impl Reports {
         }
     }
 
-    /// The handle of the `index`th shard.
+    /// The handle of `shard`'s report, added when the shard is new.
     #[must_use]
-    pub fn reporter(&self, index: usize) -> ShardReporter {
+    pub fn reporter(&self, shard: ShardId) -> ShardReporter {
+        let mut all = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = match all.iter().position(|r| r.shard == shard.pair()) {
+            Some(i) => i,
+            None => {
+                all.push(ShardReport {
+                    shard: shard.pair(),
+                    ..ShardReport::default()
+                });
+                all.len() - 1
+            }
+        };
         ShardReporter {
             reports: self.clone(),
             index,
@@ -127,13 +138,17 @@ impl ShardReporter {
     }
 }
 
-/// Serves the status endpoint until `cancel`.
+/// Serves the status endpoint until `cancel`. A server that refuses the
+/// service leaves the bridge without it (warned), not stopped.
+///
+/// # Errors
+/// None: the type is the supervisor's contract.
 pub async fn serve(
     client: async_nats::Client,
     prefix: String,
     reports: Reports,
     cancel: CancellationToken,
-) {
+) -> Result<(), super::tasks::TaskError> {
     let stats_reports = reports.clone();
     let service = client
         .service_builder()
@@ -148,7 +163,7 @@ pub async fn serve(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot register the discord-bridge NATS service; status endpoint unavailable");
-            return;
+            return Ok(());
         }
     };
     let subject = format!("{prefix}.bridge.status");
@@ -156,7 +171,7 @@ pub async fn serve(
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, subject, "cannot add the status endpoint");
-            return;
+            return Ok(());
         }
     };
     tracing::info!(subject, "status endpoint ready");
@@ -174,4 +189,5 @@ pub async fn serve(
     }
     let _ = endpoint.stop().await;
     let _ = service.stop().await;
+    Ok(())
 }

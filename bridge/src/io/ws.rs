@@ -1,5 +1,10 @@
 //! One gateway WebSocket: TLS connect, a reader half for the shard task, and
 //! a writer task that owns the sink so heartbeats never wait on a reader.
+//!
+//! The writer and the close handshake run as supervised tasks of the shard
+//! ([`Tasks`]): they end on their own (the writer when its queue closes or a
+//! write fails, the close within a few seconds), and a panic in either ends
+//! the process instead of leaving a shard that can no longer send.
 
 use std::time::Duration;
 
@@ -13,7 +18,11 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::codec::{Compression, Decoder};
+use tracing::Instrument as _;
+
+use super::tasks::{TaskError, TaskId, Tasks};
+use crate::codec::{CodecError, Compression, Decoder};
+use crate::gateway::ShardId;
 
 type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -42,7 +51,8 @@ pub struct Connection {
     /// This connection's decompression context.
     pub decoder: Decoder,
     writer: mpsc::Sender<Outgoing>,
-    writer_task: JoinHandle<()>,
+    writer_task: JoinHandle<Option<()>>,
+    span: tracing::Span,
 }
 
 impl std::fmt::Debug for Connection {
@@ -53,17 +63,55 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Opens a connection to `url` (already carrying its query).
+/// How a connection is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Transport compression.
+    pub compression: Compression,
+    /// Payload size cap.
+    pub max_payload: usize,
+    /// Connect + handshake timeout.
+    pub timeout: Duration,
+}
+
+/// A connection could not be opened. The text never contains credentials
+/// (gateway URLs carry none).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP, TLS or the WebSocket handshake failed.
+    #[error("{}", describe(.0))]
+    Handshake(#[source] WsError),
+    /// No handshake within the timeout.
+    #[error("no WebSocket handshake within {0:?}")]
+    Timeout(Duration),
+    /// The decompressor could not be set up.
+    #[error("cannot set up {compression:?} decompression: {source}")]
+    Decoder {
+        /// The compression asked for.
+        compression: Compression,
+        /// Why.
+        #[source]
+        source: CodecError,
+    },
+}
+
+/// Opens a connection to `url` (already carrying its query); its writer
+/// runs as a task of `shard` in `span`.
 ///
 /// # Errors
-/// Connect, TLS or WebSocket handshake failure, or `timeout`; the message
-/// never contains credentials (gateway URLs carry none).
+/// Connect, TLS or WebSocket handshake failure, or the timeout.
 pub async fn connect(
     url: &str,
-    compression: Compression,
-    max_payload: usize,
-    timeout: Duration,
-) -> Result<Connection, String> {
+    options: Options,
+    tasks: &Tasks,
+    shard: ShardId,
+    span: tracing::Span,
+) -> Result<Connection, ConnectError> {
+    let Options {
+        compression,
+        max_payload,
+        timeout,
+    } = options;
     // The cap applies to payloads, which are dropped (and the decompressor
     // kept in sync) when too large. The WebSocket layer must let such
     // messages through to be dropped: refusing them would end the connection,
@@ -76,18 +124,26 @@ pub async fn connect(
     let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (stream, _response) = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(ok)) => ok,
-        Ok(Err(e)) => return Err(describe(&e)),
-        Err(_) => return Err(format!("no WebSocket handshake within {timeout:?}")),
+        Ok(Err(e)) => return Err(ConnectError::Handshake(e)),
+        Err(_) => return Err(ConnectError::Timeout(timeout)),
     };
-    let decoder = Decoder::new(compression, max_payload).map_err(|e| e.to_string())?;
+    let decoder =
+        Decoder::new(compression, max_payload).map_err(|source| ConnectError::Decoder {
+            compression,
+            source,
+        })?;
     let (sink, reader) = stream.split();
     let (writer, rx) = mpsc::channel(WRITER_QUEUE);
-    let writer_task = tokio::spawn(write_loop(sink, rx));
+    let writer_task = tasks.spawn(
+        TaskId::shard("gateway writer", shard),
+        write_loop(sink, rx).instrument(span.clone()),
+    );
     Ok(Connection {
         reader,
         decoder,
         writer,
         writer_task,
+        span,
     })
 }
 
@@ -103,15 +159,29 @@ impl Connection {
     /// close frame arrives or [`CLOSE_HANDSHAKE`] passes, so the socket ends
     /// cleanly rather than with a reset that would hide the close code. The
     /// returned handle ends within a few seconds.
-    pub fn close(self, code: u16) -> JoinHandle<()> {
-        let _ = self.writer.try_send(Outgoing::Close(code));
+    ///
+    /// The close frame is queued behind what was already queued, and the
+    /// writer only stops at it or when the queue closes, never on a
+    /// cancellation of its own: a shutdown therefore always reaches Discord
+    /// with the code it chose.
+    pub fn close(self, code: u16, tasks: &Tasks, shard: ShardId) -> JoinHandle<Option<()>> {
         let Self {
             mut reader,
             writer,
             writer_task,
+            span,
             ..
         } = self;
-        tokio::spawn(async move {
+        let queued = writer.try_send(Outgoing::Close(code)).is_ok();
+        let handshake = async move {
+            if !queued {
+                // A full queue means the peer stopped reading: no close
+                // frame can be delivered, so the connection is just dropped.
+                tracing::warn!(
+                    code,
+                    "the writer queue is full; dropping the connection without a close frame"
+                );
+            }
             let drain = async {
                 while let Some(Ok(msg)) = reader.next().await {
                     if matches!(msg, Message::Close(_)) {
@@ -122,23 +192,33 @@ impl Connection {
             let _ = tokio::time::timeout(CLOSE_HANDSHAKE, drain).await;
             drop(writer);
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer_task).await;
-        })
+            Ok(())
+        };
+        tasks.spawn(
+            TaskId::shard("gateway close", shard),
+            handshake.instrument(span),
+        )
     }
 }
 
-async fn write_loop(mut sink: SplitSink<Stream, Message>, mut rx: mpsc::Receiver<Outgoing>) {
+async fn write_loop(
+    mut sink: SplitSink<Stream, Message>,
+    mut rx: mpsc::Receiver<Outgoing>,
+) -> Result<(), TaskError> {
+    crate::failpoint::hit("gateway-writer")?;
     while let Some(out) = rx.recv().await {
         match out {
             Outgoing::Text(text) => {
                 match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::text(text))).await {
                     Ok(Ok(())) => {}
+                    // The reader sees the connection end and reports it.
                     Ok(Err(e)) => {
                         tracing::debug!(error = %describe(&e), "gateway write failed");
-                        return;
+                        return Ok(());
                     }
                     Err(_) => {
                         tracing::warn!("gateway write timed out");
-                        return;
+                        return Ok(());
                     }
                 }
             }
@@ -150,10 +230,11 @@ async fn write_loop(mut sink: SplitSink<Stream, Message>, mut rx: mpsc::Receiver
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame))))
                     .await;
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
-                return;
+                return Ok(());
             }
         }
     }
+    Ok(())
 }
 
 /// A transport error for logs and status events.

@@ -14,6 +14,7 @@ use crate::gateway::close::Disposition;
 use crate::gateway::heartbeat::Heartbeat;
 use crate::gateway::normalize::{self, MessageIn, Outcome};
 use crate::gateway::payload::{self, Hello, Inbound, Ready, op};
+use crate::gateway::untrusted;
 use serde_json::value::RawValue;
 
 /// The body of a dispatch: raw `d`, or a MESSAGE_CREATE already decoded on
@@ -26,6 +27,11 @@ use crate::gateway::session::Session;
 
 impl Machine {
     pub(super) fn frame(&mut self, now: Instant, bytes: &[u8], out: &mut Vec<Action>) {
+        if let Phase::Open(conn) = &mut self.phase
+            && let Some(hb) = conn.stage.heartbeat()
+        {
+            hb.on_frame();
+        }
         // The hot path: most frames of a busy bot are MESSAGE_CREATE.
         if self.one_pass_messages
             && let Some(m) = payload::decode_message_dispatch(bytes)
@@ -41,12 +47,12 @@ impl Machine {
             Ok(p) => p,
             Err(e) => {
                 self.stats.malformed += 1;
-                tracing::warn!(shard = %self.cfg.shard, error = %e, len = bytes.len(), "skipped a malformed gateway frame");
+                tracing::warn!(error = %e, len = bytes.len(), "skipped a malformed gateway frame");
                 return;
             }
         };
         match u8::try_from(p.op).unwrap_or(u8::MAX) {
-            op::DISPATCH => self.dispatch_frame(&p, out),
+            op::DISPATCH => self.dispatch_frame(now, &p, out),
             op::HEARTBEAT => {
                 if let Phase::Open(conn) = &mut self.phase
                     && let Some(hb) = conn.stage.heartbeat()
@@ -60,7 +66,7 @@ impl Machine {
                     && let Some(rtt) = conn.stage.heartbeat().and_then(|hb| hb.on_ack(now))
                 {
                     self.last_rtt = Some(rtt);
-                    tracing::trace!(shard = %self.cfg.shard, rtt_ms = rtt.as_millis(), "heartbeat acknowledged");
+                    tracing::trace!(rtt_ms = rtt.as_millis(), "heartbeat acknowledged");
                 }
             }
             op::HELLO => self.hello(now, &p, out),
@@ -78,7 +84,7 @@ impl Machine {
             }
             other => {
                 self.stats.unknown_opcodes += 1;
-                tracing::warn!(shard = %self.cfg.shard, op = other, "skipped a payload with an unknown opcode");
+                tracing::warn!(op = other, "skipped a payload with an unknown opcode");
             }
         }
     }
@@ -88,7 +94,7 @@ impl Machine {
             return;
         };
         if !matches!(conn.stage, Stage::AwaitingHello { .. }) {
-            tracing::debug!(shard = %self.cfg.shard, "ignored a second HELLO");
+            tracing::debug!("ignored a second HELLO");
             return;
         }
         let interval =
@@ -116,7 +122,7 @@ impl Machine {
             let Some(session) = &self.session else {
                 return;
             };
-            let seq = session.commits.committed();
+            let seq = session.committed;
             let text = payload::resume(self.cfg.token.expose(), &session.id, seq);
             let mut ev = self.status(
                 ShardState::Resuming,
@@ -163,14 +169,24 @@ impl Machine {
         if resumable && self.session.is_some() {
             return self.close_and_reconnect(now, &ended, out);
         }
-        out.push(Action::Close { code: CLOSE_NORMAL });
+        out.push(Action::Close {
+            code: CLOSE_NORMAL,
+            reason: ended.reason,
+        });
         self.connection_ended(now, &ended, Disposition::Reidentify, out);
     }
 
-    fn dispatch_frame(&mut self, p: &Inbound<'_>, out: &mut Vec<Action>) {
+    fn dispatch_frame(&mut self, now: Instant, p: &Inbound<'_>, out: &mut Vec<Action>) {
         let t = p.t.as_deref().unwrap_or_default();
+        if !t.is_empty() && !untrusted::is_event_name(t) {
+            // Not relayed under a name that could change its subject or a
+            // header; its seq still counts as handled.
+            self.stats.malformed += 1;
+            tracing::warn!(event = %untrusted::printable(t), seq = ?p.s, "skipped a dispatch whose event name is not a plain upper-case token");
+            return self.dispatch("", p.s, Body::Raw(None), out);
+        }
         match t {
-            "READY" => self.ready(p, out),
+            "READY" if !self.ready(now, p, out) => return,
             "RESUMED" => self.resumed(out),
             _ => {}
         }
@@ -180,13 +196,16 @@ impl Machine {
     /// Sequence bookkeeping, normalization and publishing of one dispatch.
     fn dispatch(&mut self, t: &str, seq: Option<u64>, body: Body<'_, '_>, out: &mut Vec<Action>) {
         let (Some(seq), Some(session)) = (seq, self.session.as_mut()) else {
-            tracing::debug!(shard = %self.cfg.shard, event = t, "dispatch outside a session or without seq, not relayed");
+            tracing::debug!(
+                event = t,
+                "dispatch outside a session or without seq, not relayed"
+            );
             return;
         };
         if seq < session.last_seq && seq <= session.handled_through {
             // Replays after a RESUME start at the seq we asked for; anything
             // lower than what we already have is a protocol anomaly.
-            tracing::debug!(shard = %self.cfg.shard, seq, last = session.last_seq, "dispatch with an old seq");
+            tracing::debug!(seq, last = session.last_seq, "dispatch with an old seq");
         }
         session.last_seq = session.last_seq.max(seq);
         if seq <= session.handled_through {
@@ -219,7 +238,7 @@ impl Machine {
             Ok(Outcome::NotRelayed) => false,
             Err(e) => {
                 self.stats.malformed += 1;
-                tracing::warn!(shard = %self.cfg.shard, seq, error = %e, "skipped a dispatch with a malformed body");
+                tracing::warn!(seq, error = %e, "skipped a dispatch with a malformed body");
                 false
             }
         };
@@ -236,30 +255,58 @@ impl Machine {
                 body: d.get().as_bytes().to_vec(),
             }));
         }
-        session.commits.record(seq, published);
+        if !published {
+            out.push(Action::Skip {
+                epoch: session.epoch,
+                seq,
+            });
+        }
         session.handled_through = seq;
     }
 
-    fn ready(&mut self, p: &Inbound<'_>, out: &mut Vec<Action>) {
+    /// Starts the session READY describes; `false` when READY is refused
+    /// (the connection is then closed and a new session identified).
+    fn ready(&mut self, now: Instant, p: &Inbound<'_>, out: &mut Vec<Action>) -> bool {
         let ready = p.d.map(|d| serde_json::from_str::<Ready<'_>>(d.get()));
         let ready = match ready {
             Some(Ok(r)) => r,
             Some(Err(e)) => {
                 self.stats.malformed += 1;
-                tracing::error!(shard = %self.cfg.shard, error = %e, "READY without a usable session; the session cannot be resumed");
-                return;
+                tracing::error!(error = %e, "READY without a usable session; the session cannot be resumed");
+                return true;
             }
             None => {
                 self.stats.malformed += 1;
-                tracing::error!(shard = %self.cfg.shard, "READY without data; the session cannot be resumed");
-                return;
+                tracing::error!("READY without data; the session cannot be resumed");
+                return true;
             }
         };
+        if !untrusted::is_session_id(&ready.session_id) {
+            // Its id would go into every event's Nats-Msg-Id header (and a
+            // CR/LF would split it): no event of this session can be
+            // published safely, so it is given up for a new one.
+            self.stats.malformed += 1;
+            let ended = Ended {
+                reason: "bad_ready",
+                code: Some(CLOSE_NORMAL),
+                detail: format!(
+                    "READY carried a session_id that is not a plain token ({:?}); \
+                     dropping that session and identifying a new one",
+                    untrusted::printable(&ready.session_id)
+                ),
+            };
+            out.push(Action::Close {
+                code: CLOSE_NORMAL,
+                reason: ended.reason,
+            });
+            self.connection_ended(now, &ended, Disposition::Reidentify, out);
+            return false;
+        }
         let resume_url = match ready.resume_gateway_url.as_deref() {
             Some(url) => match check_gateway_url(url, self.cfg.allow_insecure_gateway) {
                 Ok(()) => Some(url.to_owned()),
                 Err(e) => {
-                    tracing::error!(shard = %self.cfg.shard, url, error = %e, "refusing READY's resume_gateway_url; this session will not be resumed");
+                    tracing::error!(url, error = %e, "refusing READY's resume_gateway_url; this session will not be resumed");
                     None
                 }
             },
@@ -275,11 +322,12 @@ impl Machine {
         self.stats.sessions += 1;
         self.go_live();
         let user = ready.user.username.as_deref().unwrap_or("?");
-        tracing::info!(shard = %self.cfg.shard, user, "gateway session ready");
+        tracing::info!(user, "gateway session ready");
         out.push(Action::Status(self.status(
             ShardState::Connected,
-            format!("READY: new session as {user}"),
+            format!("READY: new session as {}", untrusted::printable(user)),
         )));
+        true
     }
 
     fn resumed(&mut self, out: &mut Vec<Action>) {
@@ -291,7 +339,7 @@ impl Machine {
             return;
         }
         self.go_live();
-        tracing::info!(shard = %self.cfg.shard, "gateway session resumed");
+        tracing::info!("gateway session resumed");
         out.push(Action::Status(
             self.status(ShardState::Connected, "RESUMED: session resumed"),
         ));

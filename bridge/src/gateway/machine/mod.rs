@@ -22,6 +22,7 @@ use super::heartbeat::{Beat, Heartbeat};
 use super::payload;
 use super::ratelimit::SendLimiter;
 use super::session::Session;
+use super::untrusted;
 use super::url::connect_url;
 
 pub use types::{
@@ -164,7 +165,7 @@ impl Machine {
                     let ended = Ended {
                         reason: "connect_failed",
                         code: None,
-                        detail: format!("could not connect: {error}"),
+                        detail: format!("could not connect: {}", untrusted::printable(&error)),
                     };
                     self.connection_ended(now, &ended, Disposition::Resume, out);
                 }
@@ -175,7 +176,10 @@ impl Machine {
                 }
             }
             Input::Oversized { size } => {
-                if matches!(self.phase, Phase::Open(_)) {
+                if let Phase::Open(conn) = &mut self.phase {
+                    if let Some(hb) = conn.stage.heartbeat() {
+                        hb.on_frame();
+                    }
                     self.stats.oversized += 1;
                     tracing::warn!(
                         size,
@@ -204,7 +208,7 @@ impl Machine {
             Input::IdentifyPermit => self.identify_permitted(now, out),
             Input::Acked { epoch, seq } => {
                 if let Some(s) = self.session.as_mut().filter(|s| s.epoch == epoch) {
-                    s.commits.ack_through(seq);
+                    s.commit(seq);
                 }
             }
             Input::PublishRejected { epoch, seq } => self.publish_rejected(now, epoch, seq, out),
@@ -290,7 +294,7 @@ impl Machine {
         if let Some(s) = &self.session {
             ev.session_id = Some(s.id.to_string());
             ev.resume_url.clone_from(&s.resume_url);
-            ev.last_seq = Some(s.commits.committed());
+            ev.last_seq = Some(s.committed);
         }
         ev
     }
@@ -304,7 +308,7 @@ impl Machine {
         let resume_url = self
             .session
             .as_ref()
-            .and_then(|s| s.resume_url.clone().filter(|_| s.commits.committed() > 0));
+            .and_then(|s| s.resume_url.clone().filter(|_| s.committed > 0));
         let resume = resume_url.is_some();
         let base = resume_url.unwrap_or_else(|| self.cfg.gateway_url.clone());
         let url = connect_url(&base, self.cfg.compression);
@@ -452,6 +456,7 @@ impl Machine {
     fn close_and_reconnect(&mut self, now: Instant, ended: &Ended, out: &mut Vec<Action>) {
         out.push(Action::Close {
             code: CLOSE_RESUMABLE,
+            reason: ended.reason,
         });
         self.connection_ended(now, ended, Disposition::Resume, out);
     }
@@ -466,10 +471,11 @@ impl Machine {
         let disposition = code.map_or(Disposition::Resume, close::classify);
         let detail = match code {
             Some(c) => format!(
-                "gateway closed the connection with {c} ({}): {reason}",
-                close::name(c)
+                "gateway closed the connection with {c} ({}): {}",
+                close::name(c),
+                untrusted::printable(reason)
             ),
-            None => format!("connection lost: {reason}"),
+            None => format!("connection lost: {}", untrusted::printable(reason)),
         };
         if disposition == Disposition::Fatal {
             let c = code.unwrap_or_default();
@@ -479,7 +485,7 @@ impl Machine {
                 close::name(c),
                 close::remedy(c)
             );
-            tracing::error!(shard = %self.cfg.shard, code = c, "{message}");
+            tracing::error!(code = c, "{message}");
             let mut ev = self.status(ShardState::Error, detail);
             ev.close_code = code;
             ev.message = Some(message.clone());
@@ -534,10 +540,9 @@ impl Machine {
         // Discord asking for a reconnect is routine; every other cause is
         // worth an operator's attention.
         if ended.reason == "reconnect_requested" {
-            tracing::info!(shard = %self.cfg.shard, will_resume, "gateway connection ended: {}", ended.detail);
+            tracing::info!(will_resume, "gateway connection ended: {}", ended.detail);
         } else {
             tracing::warn!(
-                shard = %self.cfg.shard,
                 reason = ended.reason,
                 code = ?ended.code,
                 will_resume,
@@ -575,7 +580,7 @@ impl Machine {
         });
         let mut ev = self.status(ShardState::Error, String::new());
         ev.session_id = Some(session.id.to_string());
-        ev.last_seq = Some(session.commits.committed());
+        ev.last_seq = Some(session.committed);
         ev.fatal = Some(false);
         let message = match &lost {
             Some(range) => {
@@ -592,7 +597,7 @@ impl Machine {
                 session.id, session.handled_through
             ),
         };
-        tracing::warn!(shard = %self.cfg.shard, lost = ?lost, "{message}");
+        tracing::warn!(lost = ?lost, "{message}");
         ev.detail.clone_from(&message);
         ev.message = Some(message);
         ev.lost = lost;
@@ -600,8 +605,9 @@ impl Machine {
     }
 
     fn publish_rejected(&mut self, now: Instant, epoch: u64, seq: u64, out: &mut Vec<Action>) {
+        // The outbox did not take it: as if it never arrived, so a RESUME
+        // replays it.
         if let Some(s) = self.session.as_mut().filter(|s| s.epoch == epoch) {
-            s.commits.unrecord(seq);
             s.handled_through = s.handled_through.min(seq.saturating_sub(1));
         }
         if !matches!(self.phase, Phase::Open(_)) {
@@ -609,6 +615,7 @@ impl Machine {
         }
         out.push(Action::Close {
             code: CLOSE_RESUMABLE,
+            reason: "nats_backpressure",
         });
         self.stats.reconnects += 1;
         let mut ev = self.status(
@@ -631,7 +638,10 @@ impl Machine {
             return;
         }
         if matches!(self.phase, Phase::Open(_)) {
-            out.push(Action::Close { code: CLOSE_NORMAL });
+            out.push(Action::Close {
+                code: CLOSE_NORMAL,
+                reason: "shutdown",
+            });
         }
         self.phase = Phase::Stopped;
         out.push(Action::Status(

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::gateway::ShardId;
+use crate::gateway::unacked::UnackedLog;
 use crate::secret::Secret;
 
 const TOKEN: &str = "super-secret-token";
@@ -15,9 +16,13 @@ const RESUME_URL: &str = "wss://gateway-us-east1-b.discord.gg";
 const BOT_ID: &str = "999";
 const HB: u64 = 41_250;
 
+/// The machine with the shell's outbox bookkeeping: publishes and skips go
+/// into a real [`UnackedLog`], which reports the resume point back, as the
+/// shard task does.
 struct H {
     m: Machine,
     now: Instant,
+    log: UnackedLog,
 }
 
 fn config() -> MachineConfig {
@@ -35,13 +40,40 @@ impl H {
         Self {
             m: Machine::new(cfg),
             now: Instant::now(),
+            log: UnackedLog::new(10_000, 1 << 30),
         }
     }
 
     fn feed(&mut self, input: Input<'_>) -> Vec<Action> {
         let mut out = Vec::new();
         self.m.handle(self.now, input, &mut out);
+        let mut committed = None;
+        for action in &out {
+            match action {
+                Action::Publish(p) if p.is_durable() => {
+                    self.log.push(p.clone()).expect("room in the test log");
+                }
+                Action::Skip { epoch, seq } => {
+                    committed = self.log.skip(*epoch, *seq).or(committed);
+                }
+                _ => {}
+            }
+        }
+        if let Some((epoch, seq)) = committed {
+            self.m
+                .handle(self.now, Input::Acked { epoch, seq }, &mut Vec::new());
+        }
         out
+    }
+
+    /// NATS stores the oldest unacked event.
+    fn ack_front(&mut self) -> Vec<Action> {
+        let (epoch, seq) = self.log.complete_front().expect("an unacked event");
+        self.feed(Input::Acked { epoch, seq })
+    }
+
+    fn committed(&self) -> u64 {
+        self.m.session().expect("a session").committed
     }
 
     fn json(&mut self, v: &Value) -> Vec<Action> {
@@ -156,7 +188,7 @@ fn status(actions: &[Action], state: ShardState) -> StatusEvent {
 
 fn close_code(actions: &[Action]) -> Option<u16> {
     actions.iter().find_map(|a| match a {
-        Action::Close { code } => Some(*code),
+        Action::Close { code, .. } => Some(*code),
         _ => None,
     })
 }
@@ -274,7 +306,7 @@ fn own_messages_and_other_events_are_not_relayed() {
     assert!(publishes(&h.dispatch(3, "GUILD_CREATE", &json!({"id": "20"}))).is_empty());
     assert!(publishes(&h.dispatch(4, "PRESENCE_UPDATE", &json!({}))).is_empty());
     assert_eq!(h.m.stats().own_messages, 1);
-    assert_eq!(h.m.session().unwrap().commits.committed(), 4);
+    assert_eq!(h.committed(), 4);
     let interaction =
         json!({"id": "5", "type": 2, "token": "t", "guild_id": "20", "data": {"name": "chat"}});
     let out = h.dispatch(5, "INTERACTION_CREATE", &interaction);
@@ -301,7 +333,7 @@ fn zombie_connection_is_closed_and_resumed() {
     let mut h = H::new();
     h.live();
     h.dispatch(2, "MESSAGE_CREATE", &message(2, "42"));
-    h.feed(Input::Acked { epoch: 1, seq: 2 });
+    h.ack_front();
     let out = h.next();
     assert!(sent_json(&out, SendKind::Heartbeat).is_some());
     // No ACK before the next beat is due.
@@ -488,7 +520,7 @@ fn resume_starts_from_the_last_acked_seq_not_the_last_received() {
     h.dispatch(2, "MESSAGE_CREATE", &message(2, "42"));
     h.dispatch(3, "MESSAGE_CREATE", &message(3, "42"));
     h.dispatch(4, "GUILD_CREATE", &json!({"id": "1"}));
-    h.feed(Input::Acked { epoch: 1, seq: 2 });
+    h.ack_front();
     h.feed(Input::Acked { epoch: 99, seq: 4 });
     h.json(&json!({"op": 7}));
     let (_, out) = h.reconnect();
@@ -588,19 +620,24 @@ fn malformed_frames_are_skipped_without_dropping_the_session() {
     }
     assert!(h.json(&json!({"op": 42, "d": {}})).is_empty());
     assert_eq!(h.m.stats().unknown_opcodes, 1);
-    // A dispatch without d, and one with a malformed body, are skipped.
-    assert!(
-        h.json(&json!({"op": 0, "s": 2, "t": "MESSAGE_CREATE"}))
-            .is_empty()
-    );
-    assert!(
-        h.dispatch(3, "MESSAGE_CREATE", &json!({"id": 5}))
-            .is_empty()
-    );
-    assert!(h.dispatch(4, "INTERACTION_CREATE", &json!([1])).is_empty());
+    // A dispatch without d, and one with a malformed body, are skipped:
+    // nothing published, but their seqs count as handled.
+    let skipped = |out: &[Action], seq| out == [Action::Skip { epoch: 1, seq }];
+    assert!(skipped(
+        &h.json(&json!({"op": 0, "s": 2, "t": "MESSAGE_CREATE"})),
+        2
+    ));
+    assert!(skipped(
+        &h.dispatch(3, "MESSAGE_CREATE", &json!({"id": 5})),
+        3
+    ));
+    assert!(skipped(
+        &h.dispatch(4, "INTERACTION_CREATE", &json!([1])),
+        4
+    ));
     assert!(h.m.stats().malformed >= 10);
     assert!(h.m.is_live());
-    assert_eq!(h.m.session().unwrap().commits.committed(), 4);
+    assert_eq!(h.committed(), 4);
     assert_eq!(
         publishes(&h.dispatch(5, "MESSAGE_CREATE", &message(5, "1"))).len(),
         1
@@ -701,7 +738,7 @@ fn full_publisher_pauses_then_resumes_from_the_acked_seq() {
     let mut h = H::new();
     h.live();
     h.dispatch(2, "MESSAGE_CREATE", &message(2, "1"));
-    h.feed(Input::Acked { epoch: 1, seq: 2 });
+    h.ack_front();
     h.dispatch(3, "MESSAGE_CREATE", &message(3, "1"));
     h.dispatch(4, "MESSAGE_CREATE", &message(4, "1"));
     let out = h.feed(Input::PublishRejected { epoch: 1, seq: 4 });
@@ -827,7 +864,7 @@ fn raw_dispatch_firehose_publishes_selected_events() {
     assert!(!p[0].is_durable());
     assert_eq!(p[0].body, br#"{"id":"1","name":"g"}"#);
     // Not durable: it does not hold back the resume point.
-    assert_eq!(h.m.session().unwrap().commits.committed(), 2);
+    assert_eq!(h.committed(), 2);
 }
 
 #[test]
@@ -942,9 +979,9 @@ fn frames_the_one_pass_path_refuses_take_the_general_path() {
     assert!(publishes(&h.feed(Input::Payload(broken.as_bytes()))).is_empty());
     assert_eq!(h.m.stats().malformed, 1);
     // Skipped, but behind the unacknowledged seq 5 in the resume point.
-    assert_eq!(h.m.session().unwrap().commits.committed(), 1);
-    h.feed(Input::Acked { epoch: 1, seq: 5 });
-    assert_eq!(h.m.session().unwrap().commits.committed(), 6);
+    assert_eq!(h.committed(), 1);
+    h.ack_front();
+    assert_eq!(h.committed(), 6);
 }
 
 #[test]
@@ -961,4 +998,82 @@ fn a_message_create_firehose_still_gets_the_raw_body() {
     assert_eq!(p[0].kind, PublishKind::Agent(AgentEventKind::Message));
     assert_eq!(p[1].kind, PublishKind::Raw("MESSAGE_CREATE".into()));
     assert_eq!(p[1].body, d.as_bytes());
+}
+
+/// A READY whose session id is not a plain token (here with CR/LF, which
+/// would split the Nats-Msg-Id header) is a protocol violation: the session
+/// is dropped with 1000 and a new one identified; nothing of it is relayed.
+#[test]
+fn a_ready_with_a_hostile_session_id_is_refused() {
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    h.hello();
+    h.feed(Input::IdentifyPermit);
+    let out = h.ready(1, "sess\r\nX-Evil: 1");
+    assert_eq!(close_code(&out), Some(1000));
+    assert!(h.m.session().is_none());
+    assert!(!h.m.is_live());
+    let s = status(&out, ShardState::Disconnected);
+    assert_eq!(s.reason.as_deref(), Some("bad_ready"));
+    assert_eq!(s.will_resume, Some(false));
+    assert!(!s.detail.contains('\n'), "{}", s.detail);
+    assert_eq!(h.m.stats().malformed, 1);
+    // The next connection identifies (not resumes) and works.
+    let (url, out) = h.reconnect();
+    assert!(url.starts_with(GATEWAY), "{url}");
+    assert!(out.contains(&Action::RequestIdentify));
+    h.feed(Input::IdentifyPermit);
+    h.ready(1, "sess-2");
+    assert!(h.m.is_live());
+    assert_eq!(
+        publishes(&h.dispatch(2, "MESSAGE_CREATE", &message(2, "1"))).len(),
+        1
+    );
+}
+
+/// Event names become subject tokens and headers: a name that is not a
+/// plain upper-case token is skipped (its seq still handled), never relayed
+/// raw under it.
+#[test]
+fn a_dispatch_with_a_hostile_event_name_is_skipped() {
+    let mut cfg = config();
+    cfg.raw_dispatch = vec!["GUILD_CREATE".into()];
+    let mut h = H::with(cfg);
+    h.live();
+    for (seq, t) in [
+        (2, "GUILD_CREATE.>"),
+        (3, "A B"),
+        (4, "X\r\nY"),
+        (5, "guild_create"),
+    ] {
+        let out = h.dispatch(seq, t, &json!({"id": "1"}));
+        assert_eq!(out, [Action::Skip { epoch: 1, seq }], "{t:?}");
+    }
+    assert_eq!(h.m.stats().malformed, 4);
+    assert_eq!(h.committed(), 5);
+    assert_eq!(
+        publishes(&h.dispatch(6, "GUILD_CREATE", &json!({"id": "1"}))).len(),
+        1
+    );
+}
+
+/// Frames read after a beat prove the connection alive even while its ACK
+/// is still queued behind them; silence after a beat is a zombie.
+#[test]
+fn a_busy_connection_is_not_a_zombie_but_a_silent_one_is() {
+    let mut h = H::new();
+    h.live();
+    let out = h.next();
+    assert!(sent_json(&out, SendKind::Heartbeat).is_some());
+    h.dispatch(2, "TYPING_START", &json!({}));
+    let out = h.next();
+    assert!(sent_json(&out, SendKind::Heartbeat).is_some(), "{out:?}");
+    assert_eq!(close_code(&out), None);
+    let out = h.next();
+    assert_eq!(close_code(&out), Some(4000));
+    assert_eq!(
+        status(&out, ShardState::Disconnected).reason.as_deref(),
+        Some("zombie_connection")
+    );
 }

@@ -107,7 +107,8 @@ pub enum Input<'a> {
     Tick,
     /// The identify rate limiter allows an IDENTIFY now.
     IdentifyPermit,
-    /// JetStream stored every event of session `epoch` up to `seq`.
+    /// Everything of session `epoch` up to `seq` is stored (or was not to
+    /// be stored): the outbox's resume point moved.
     Acked {
         /// The session.
         epoch: u64,
@@ -227,10 +228,12 @@ pub enum Action {
     /// Send a text frame.
     Send(OutFrame),
     /// Send a close frame with this code and drop the connection. Nothing
-    /// more is read from it.
+    /// more is read from it. The shell logs it with its reason.
     Close {
         /// The code: 1000 ends the session, anything else keeps it resumable.
         code: u16,
+        /// Why, as a stable word (`shutdown`, `zombie_connection`, …).
+        reason: &'static str,
     },
     /// Ask the identify rate limiter for a permit, then feed
     /// [`Input::IdentifyPermit`]. Forget the request when the connection
@@ -239,6 +242,15 @@ pub enum Action {
     /// Hand an event to the publisher; feed [`Input::PublishRejected`] if it
     /// cannot take it.
     Publish(Publish),
+    /// Dispatch `seq` of session `epoch` is not stored: it counts as stored
+    /// once everything before it is. Feed [`Input::Acked`] when that moves
+    /// the resume point at once.
+    Skip {
+        /// The session.
+        epoch: u64,
+        /// The dispatch.
+        seq: u64,
+    },
     /// Publish a status event.
     Status(StatusEvent),
     /// The shard is done.

@@ -177,6 +177,31 @@ fn malformed_bodies_are_errors_not_panics() {
     assert!(normalize("INTERACTION_CREATE", &raw(&json!({"guild_id": 5})), None).is_err());
 }
 
+/// A guild id becomes the `Discord-Guild` header and picks the shard, so
+/// anything but a snowflake is refused.
+#[test]
+fn guild_ids_must_be_snowflakes() {
+    for bad in ["", "12 34", "x", "1.2", "123456789012345678901"] {
+        let m = json!({"id": "1", "channel_id": "2", "guild_id": bad,
+                       "author": {"id": "3"}, "content": "c"});
+        assert!(
+            matches!(
+                normalize("MESSAGE_CREATE", &raw(&m), None),
+                Err(NormalizeError::FieldType {
+                    field: "guild_id",
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
+        let i = json!({"id": "1", "type": 2, "guild_id": bad});
+        assert!(
+            normalize("INTERACTION_CREATE", &raw(&i), None).is_err(),
+            "{bad:?}"
+        );
+    }
+}
+
 #[test]
 fn mistyped_extras_are_left_out() {
     let d = raw(&json!({
