@@ -8,7 +8,8 @@
 //! documented Gateway behaviour: HELLO, IDENTIFY → READY + GUILD_CREATEs,
 //! heartbeats and ACKs, sessions that outlive their connections and RESUME
 //! with replay, op 7, op 9, close codes 4000-4014, identify buckets and the
-//! 120-payloads-per-minute limit. It records everything a client does so
+//! 120-payloads-per-minute limit. Dispatches go out with Discord's key order,
+//! `{"t":…,"s":…,"op":0,"d":…}`. It records everything a client does so
 //! tests can assert on it, and never panics on client input.
 //!
 //! It is its own crate, with its own reading of Discord's rules (shards,

@@ -238,11 +238,13 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    /// The payload as sent on the wire.
+    /// The payload as sent on the wire, in the key order Discord writes:
+    /// `{"t":…,"s":…,"op":0,"d":…}`. Clients may rely on `t` coming before
+    /// `d` to decode `d` in one pass, so the simulator must not reorder.
     #[must_use]
     pub fn to_json(&self) -> String {
         let t = Value::String(self.t.clone());
-        format!(r#"{{"op":0,"t":{t},"s":{},"d":{}}}"#, self.seq, self.d)
+        format!(r#"{{"t":{t},"s":{},"op":0,"d":{}}}"#, self.seq, self.d)
     }
 }
 
@@ -341,4 +343,29 @@ pub(crate) fn push_capped<T>(list: &mut VecDeque<T>, item: T) {
         list.pop_front();
     }
     list.push_back(item);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn dispatches_are_written_in_discords_key_order() {
+        let d = Dispatch {
+            seq: 7,
+            t: "MESSAGE_CREATE".to_owned(),
+            d: json!({"content": "hi \"there\""}),
+        };
+        assert_eq!(
+            d.to_json(),
+            r#"{"t":"MESSAGE_CREATE","s":7,"op":0,"d":{"content":"hi \"there\""}}"#
+        );
+        let parsed: Value = serde_json::from_str(&d.to_json()).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"op": 0, "t": "MESSAGE_CREATE", "s": 7, "d": d.d})
+        );
+    }
 }
