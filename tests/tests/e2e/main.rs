@@ -12,6 +12,7 @@ mod fatal_codes;
 mod happy_path;
 mod harness;
 mod invalid_session;
+mod layout;
 mod malformed;
 mod oversized;
 mod publish_mode;
