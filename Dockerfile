@@ -7,12 +7,15 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# Every workspace member's manifest and sources, so that cargo can load the
+# workspace. The simulator (sim/) is not compiled without the `demo` feature,
+# so the Discord payload corpus it embeds (fixtures/) is not copied.
 COPY Cargo.toml Cargo.lock ./
 COPY bridge bridge
 COPY schemas schemas
+COPY sim sim
 COPY adapter adapter
 COPY tests tests
-COPY fixtures fixtures
 RUN cargo build --release --locked -p discord-bridge --no-default-features \
     && cp target/release/discord-bridge /discord-bridge
 

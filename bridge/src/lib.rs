@@ -10,7 +10,6 @@
 //! * [`io`] — the async shell around the machine: WebSocket, NATS publisher,
 //!   shard supervisor;
 //! * [`config`] — figment configuration (defaults < TOML < environment);
-//! * [`sim`] — a scriptable fake Discord gateway for the demo and the tests;
 //! * [`secret`] — the redacting wrapper for tokens and credentials.
 
 #![warn(missing_docs)]
@@ -26,7 +25,6 @@ pub mod gateway;
 pub mod io;
 pub mod logging;
 pub mod secret;
-pub mod sim;
 pub mod tls;
 
 pub use config::Config;

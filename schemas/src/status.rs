@@ -180,6 +180,10 @@ pub struct ShardReport {
     pub oversized: u64,
     /// Dispatches known to be lost.
     pub lost: u64,
+    /// MESSAGE_CREATE dispatches decoded in one pass (Discord's key order,
+    /// `t` before `d`). Absent in the reports of older bridges.
+    #[serde(default)]
+    pub one_pass_messages: u64,
     /// Latest heartbeat round trip, in milliseconds.
     pub heartbeat_rtt_ms: Option<u64>,
     /// Events waiting to be stored in NATS.

@@ -9,7 +9,6 @@
 //! for being too large. "Need more bytes" is `Ok(None)`, distinct from
 //! "corrupt", which is an error after which the connection must be reset.
 
-pub mod testing;
 mod zlib;
 mod zstd_stream;
 

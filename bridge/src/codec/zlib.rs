@@ -129,7 +129,7 @@ fn inflate_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::testing::ZlibEncoder;
+    use discord_gateway_sim::compress::ZlibEncoder;
 
     #[test]
     fn payload_split_over_messages() {

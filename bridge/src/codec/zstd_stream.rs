@@ -75,7 +75,7 @@ impl ZstdStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::testing::ZstdEncoder;
+    use discord_gateway_sim::compress::ZstdEncoder;
 
     #[test]
     fn each_message_is_one_payload() {

@@ -28,6 +28,7 @@ use astrid_discord_adapter::{Adapter, AdapterConfig, Mode};
 use astrid_events::EventBus;
 use async_nats::jetstream::{self, consumer};
 use discord_bridge_schemas::{StatusEvent, subject};
+use discord_gateway_sim::{SimConfig, Simulator, TrafficOptions, TrafficReport, run_demo_traffic};
 use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +37,6 @@ use crate::config::{Config, PublishMode};
 use crate::error::RunError;
 use crate::gateway::ShardSpec;
 use crate::secret::Secret;
-use crate::sim::{SimConfig, Simulator, TrafficOptions, TrafficReport, run_demo_traffic};
 
 use self::capsule::{Capsule, Received};
 use self::local_nats::LocalNats;

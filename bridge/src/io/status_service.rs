@@ -131,6 +131,7 @@ impl ShardReporter {
             r.malformed = stats.malformed;
             r.oversized = stats.oversized;
             r.lost = stats.lost;
+            r.one_pass_messages = stats.one_pass_messages;
             r.last_seq = last_seq;
             r.heartbeat_rtt_ms = rtt_ms;
             r.buffered = buffered;

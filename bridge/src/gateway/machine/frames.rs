@@ -36,6 +36,7 @@ impl Machine {
         if self.one_pass_messages
             && let Some(m) = payload::decode_message_dispatch(bytes)
         {
+            self.stats.one_pass_messages += 1;
             return self.dispatch(
                 "MESSAGE_CREATE",
                 m.seq,

@@ -943,6 +943,8 @@ fn one_pass_and_general_paths_publish_the_same_event() {
         let general = b.feed(Input::Payload(other_order.as_bytes()));
         assert_eq!(publishes(&one_pass).len(), 1, "body {i}");
         assert_eq!(publishes(&one_pass), publishes(&general), "body {i}");
+        assert_eq!(a.m.stats().one_pass_messages, 1, "body {i}");
+        assert_eq!(b.m.stats().one_pass_messages, 0, "body {i}");
     }
 }
 
@@ -978,6 +980,7 @@ fn frames_the_one_pass_path_refuses_take_the_general_path() {
     let broken = r#"{"t":"MESSAGE_CREATE","s":6,"op":0,"d":{"id":1}}"#;
     assert!(publishes(&h.feed(Input::Payload(broken.as_bytes()))).is_empty());
     assert_eq!(h.m.stats().malformed, 1);
+    assert_eq!(h.m.stats().one_pass_messages, 0);
     // Skipped, but behind the unacknowledged seq 5 in the resume point.
     assert_eq!(h.committed(), 1);
     h.ack_front();
@@ -998,6 +1001,11 @@ fn a_message_create_firehose_still_gets_the_raw_body() {
     assert_eq!(p[0].kind, PublishKind::Agent(AgentEventKind::Message));
     assert_eq!(p[1].kind, PublishKind::Raw("MESSAGE_CREATE".into()));
     assert_eq!(p[1].body, d.as_bytes());
+    assert_eq!(
+        h.m.stats().one_pass_messages,
+        0,
+        "the firehose needs the raw body"
+    );
 }
 
 /// A READY whose session id is not a plain token (here with CR/LF, which

@@ -1,0 +1,25 @@
+//! The end-to-end tests, in one binary (linking one binary per file
+//! dominated the test time): a real `nats-server` per test, the gateway
+//! simulator, the bridge in process or as the real binary. One module per
+//! behaviour, so test names read `happy_path::…`, `signals::…`.
+
+mod close_codes;
+mod demo;
+mod discovery;
+mod docs;
+mod durability;
+mod fatal_codes;
+mod happy_path;
+mod harness;
+mod invalid_session;
+mod layout;
+mod malformed;
+mod oversized;
+mod publish_mode;
+mod reconnect;
+mod resume_fallback;
+mod secrets;
+mod sharding;
+mod signals;
+mod status_service;
+mod zombie;
