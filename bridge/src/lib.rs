@@ -29,4 +29,4 @@ pub mod tls;
 
 pub use config::Config;
 pub use error::RunError;
-pub use io::run;
+pub use io::{Bridge, run};

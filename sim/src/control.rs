@@ -111,6 +111,14 @@ impl Simulator {
         });
     }
 
+    /// Makes the next session started (by any shard) carry `id` as its
+    /// `session_id` in READY — e.g. one with CR/LF, to test that the client
+    /// refuses what it cannot put in a header.
+    pub fn force_next_session_id(&self, id: impl Into<String>) {
+        let id = id.into();
+        self.shared.with(|i| i.forced_session_ids.push_back(id));
+    }
+
     /// Sends op 1: the client must heartbeat at once.
     pub fn request_heartbeat(&self, shard: u32) -> bool {
         self.command(shard, false, Command::Payload(HEARTBEAT_REQUEST.to_owned()))

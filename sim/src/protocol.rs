@@ -284,7 +284,10 @@ fn start_session(
     intents: Option<u64>,
     now: Instant,
 ) -> String {
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let id = inner
+        .forced_session_ids
+        .pop_front()
+        .unwrap_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)));
     inner.detach(conn);
     inner.state.sessions.insert(
         id.clone(),

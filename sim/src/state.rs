@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     /// Last accepted IDENTIFY per bucket.
     pub(crate) last_identify: HashMap<u32, Instant>,
     pub(crate) acks_paused: HashSet<u32>,
+    /// Session ids the next READYs use instead of random ones.
+    pub(crate) forced_session_ids: VecDeque<String>,
     next_conn: u64,
 }
 
@@ -93,6 +95,7 @@ impl Inner {
             faults: VecDeque::new(),
             last_identify: HashMap::new(),
             acks_paused: HashSet::new(),
+            forced_session_ids: VecDeque::new(),
             next_conn: 0,
         }
     }

@@ -14,6 +14,7 @@
 pub mod core_sink;
 pub mod discovery;
 pub mod identify;
+pub mod kv_lease;
 pub mod nats;
 pub mod outbox;
 pub mod publisher;

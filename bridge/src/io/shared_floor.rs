@@ -1,4 +1,4 @@
-//! The identify floor across processes (DESIGN §4.3, §5.6): every bridge
+//! The identify floor across processes: every bridge
 //! sharing the NATS server takes the same lease before an IDENTIFY, so two
 //! processes running different shards of one bot never identify in the same
 //! `max_concurrency` bucket within 5 s.
@@ -7,7 +7,9 @@
 //! creating the key succeeds for exactly one process, and the server removes
 //! it when the TTL ends, so no process compares its clock with another's. The
 //! key is named after a hash of the bot token (the limit is per bot; the
-//! token itself never leaves the process) and the bucket number.
+//! token itself never leaves the process) and the bucket number. The key is
+//! created through [`kv_lease`](super::kv_lease), so every lease, not only
+//! the first, carries its TTL.
 
 use std::time::Duration;
 
@@ -15,14 +17,27 @@ use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
+use super::kv_lease::{self, LeaseError};
 use crate::secret::Secret;
 
 /// The KV bucket holding identify leases.
 pub const BUCKET: &str = "discord_bridge_identify";
 
+/// The shared floor cannot be used; the process keeps its own.
+#[derive(Debug, thiserror::Error)]
+pub enum FloorError {
+    /// The lease bucket cannot be opened or created.
+    #[error("cannot open or create the KV bucket {BUCKET}: {0}")]
+    Bucket(#[source] jetstream::context::CreateKeyValueError),
+    /// A lease could not be written.
+    #[error("cannot take an identify lease: {0}")]
+    Lease(#[source] LeaseError),
+}
+
 /// Cross-process identify leases for one bot.
 #[derive(Clone)]
 pub struct SharedFloor {
+    js: jetstream::Context,
     kv: kv::Store,
     namespace: String,
     floor: Duration,
@@ -47,7 +62,7 @@ impl SharedFloor {
         js: &jetstream::Context,
         token: &Secret,
         floor: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, FloorError> {
         let kv = match js.get_key_value(BUCKET).await {
             Ok(kv) => kv,
             Err(_) => match js
@@ -68,10 +83,11 @@ impl SharedFloor {
                 Err(create) => js
                     .get_key_value(BUCKET)
                     .await
-                    .map_err(|_| create.to_string())?,
+                    .map_err(|_| FloorError::Bucket(create))?,
             },
         };
         Ok(Self {
+            js: js.clone(),
             kv,
             namespace: format!("bot-{}", token_id(token)),
             floor: whole_seconds(floor),
@@ -83,20 +99,17 @@ impl SharedFloor {
     ///
     /// # Errors
     /// The KV bucket refused the write for another reason than "taken".
-    pub async fn acquire(&self, bucket: u32) -> Result<(), String> {
+    pub async fn acquire(&self, bucket: u32) -> Result<(), FloorError> {
         let key = format!("{}.{bucket}", self.namespace);
         loop {
-            match self
-                .kv
-                .create_with_ttl(&key, Bytes::new(), self.floor)
-                .await
+            match kv_lease::create(&self.js, &self.kv, BUCKET, &key, Bytes::new(), self.floor).await
             {
                 Ok(_) => return Ok(()),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    tracing::debug!(bucket, "identify lease held by another process; waiting");
+                Err(LeaseError::Held) => {
+                    tracing::debug!(bucket, "identify lease held; waiting");
                     self.wait_released(&key).await;
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(FloorError::Lease(e)),
             }
         }
     }

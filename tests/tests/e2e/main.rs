@@ -22,4 +22,6 @@ mod secrets;
 mod sharding;
 mod signals;
 mod status_service;
+mod supervision;
+mod untrusted;
 mod zombie;

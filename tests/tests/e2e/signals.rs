@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use discord_bridge_e2e::Signal;
 use discord_bridge_e2e::stack::{
-    CHANNEL_ID, Stack, StackOptions, alice, assert_exactly_once, contents,
+    CHANNEL_ID, Stack, StackOptions, alice, assert_exactly_once, contents, test_sim_config,
 };
 use discord_bridge_schemas::ShardState;
-use discord_gateway_sim::{Closer, events};
+use discord_gateway_sim::{Closer, SimConfig, events};
 
 /// Pause between two bursts of traffic while waiting for the bridge to exit.
 const TRAFFIC_PACE: Duration = Duration::from_millis(2);
@@ -17,8 +17,21 @@ const TRAFFIC_PACE: Duration = Duration::from_millis(2);
 /// How long a clean shutdown may take.
 const SHUTDOWN: Duration = Duration::from_secs(5);
 
+/// Heartbeats only when Discord asks (op 1): with a scheduled beat every
+/// half second, a loaded machine could delay one ACK past the next beat and
+/// the bridge would rightly close the connection as a zombie (4000) just
+/// before the signal — a close this test is not about.
+const NO_SCHEDULED_BEATS: Duration = Duration::from_secs(3600);
+
 async fn signal_stops_cleanly(signal: Signal) {
-    let stack = Stack::start_idle(StackOptions::default()).await;
+    let stack = Stack::start_idle(StackOptions {
+        sim: SimConfig {
+            heartbeat_interval: NO_SCHEDULED_BEATS,
+            ..test_sim_config()
+        },
+        ..StackOptions::default()
+    })
+    .await;
     let mut bridge = stack.spawn_binary(&[], &[]);
     let session = stack.wait_session(0).await;
     stack.guild_message("warm-up");

@@ -1,0 +1,76 @@
+//! Creating a JetStream KV key with a per-key TTL, correctly.
+//!
+//! A lease is a key that exactly one process can create and that the server
+//! removes when its TTL ends. async-nats 0.51's `Store::create_with_ttl`
+//! sends the TTL only on the first attempt: when the key exists as a delete
+//! or expiry marker (every lease after the first one), it falls back to an
+//! update *without* the TTL, and that key never expires — the next process
+//! waiting for it waits until the bucket's max age. This module does the
+//! same compare-and-set itself, with the TTL on both paths.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use async_nats::{HeaderMap, HeaderValue, header};
+use bytes::Bytes;
+
+/// Why a lease was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Another holder has it.
+    #[error("the key is held")]
+    Held,
+    /// The KV bucket could not be read or written.
+    #[error("the KV bucket failed: {0}")]
+    Kv(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Creates `key` in `bucket` holding `value` for `ttl` (whole seconds, at
+/// least one), unless it is held; returns its revision.
+///
+/// # Errors
+/// [`LeaseError::Held`] when the key exists, or a failure of the bucket.
+pub async fn create(
+    js: &jetstream::Context,
+    store: &kv::Store,
+    bucket: &str,
+    key: &str,
+    value: Bytes,
+    ttl: Duration,
+) -> Result<u64, LeaseError> {
+    let expected = match store.entry(key).await {
+        Ok(None) => 0,
+        Ok(Some(e)) if matches!(e.operation, kv::Operation::Delete | kv::Operation::Purge) => {
+            e.revision
+        }
+        Ok(Some(_)) => return Err(LeaseError::Held),
+        Err(e) => return Err(LeaseError::Kv(Box::new(e))),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+        HeaderValue::from(expected),
+    );
+    headers.insert(
+        header::NATS_MESSAGE_TTL,
+        HeaderValue::from(ttl.as_secs().max(1)),
+    );
+    let subject = format!("$KV.{bucket}.{key}");
+    let ack = js
+        .publish_with_headers(subject, headers, value)
+        .await
+        .map_err(|e| LeaseError::Kv(Box::new(e)))?;
+    match ack.await {
+        Ok(ack) => Ok(ack.sequence),
+        // Someone wrote the key between the read and the write.
+        Err(e)
+            if matches!(
+                e.kind(),
+                jetstream::context::PublishErrorKind::WrongLastSequence
+            ) =>
+        {
+            Err(LeaseError::Held)
+        }
+        Err(e) => Err(LeaseError::Kv(Box::new(e))),
+    }
+}
