@@ -12,7 +12,8 @@
 use crate::io::tasks::TaskError;
 
 /// The environment variable that arms failpoints.
-pub const ENV: &str = "DISCORD_BRIDGE_FAILPOINTS";
+#[cfg(feature = "failpoints")]
+const ENV: &str = "DISCORD_BRIDGE_FAILPOINTS";
 
 /// Passes through failpoint `name`.
 ///
@@ -22,7 +23,7 @@ pub const ENV: &str = "DISCORD_BRIDGE_FAILPOINTS";
 /// # Panics
 /// When the point is armed with `panic`: that is its purpose.
 #[cfg(feature = "failpoints")]
-pub fn hit(name: &str) -> Result<(), TaskError> {
+pub(crate) fn hit(name: &str) -> Result<(), TaskError> {
     use std::sync::OnceLock;
     static ARMED: OnceLock<Vec<(String, String)>> = OnceLock::new();
     let armed = ARMED.get_or_init(|| {
@@ -50,6 +51,6 @@ pub fn hit(name: &str) -> Result<(), TaskError> {
 /// Never.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub const fn hit(_name: &str) -> Result<(), TaskError> {
+pub(crate) const fn hit(_name: &str) -> Result<(), TaskError> {
     Ok(())
 }

@@ -7,9 +7,10 @@
 //!   clock): heartbeats, identify/resume, close codes, backoff, rate limits,
 //!   normalization of dispatches into agent events;
 //! * [`codec`] — transport decompression (`zlib-stream`, `zstd-stream`);
-//! * [`io`] — the async shell around the machine: WebSocket, NATS publisher,
-//!   shard supervisor;
-//! * [`config`] — figment configuration (defaults < TOML < environment);
+//! * `io` — the async shell around the machine (private): the supervisor
+//!   and its tasks, WebSocket, NATS publisher; its entry points are [`run`]
+//!   and [`Bridge`];
+//! * [`config`] — configuration (defaults < TOML < environment);
 //! * [`secret`] — the redacting wrapper for tokens and credentials.
 
 #![warn(missing_docs)]
@@ -20,13 +21,15 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
-pub mod failpoint;
+mod failpoint;
 pub mod gateway;
-pub mod io;
+mod io;
 pub mod logging;
 pub mod secret;
 pub mod tls;
 
 pub use config::Config;
 pub use error::RunError;
+pub use io::shard::ShardEnd;
+pub use io::tasks::{Cause, TaskId};
 pub use io::{Bridge, run};

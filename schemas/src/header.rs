@@ -1,4 +1,4 @@
-//! Names of the headers attached to every published event (DESIGN §5.3).
+//! Names of the headers attached to every published event (the README's Subjects, headers and event shapes).
 
 /// JetStream de-duplication id: `{session_id}:{seq}`.
 pub const MSG_ID: &str = "Nats-Msg-Id";

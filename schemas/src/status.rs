@@ -1,5 +1,5 @@
 //! Status events: one JSON object per lifecycle transition of a shard,
-//! published on `{prefix}.gateway.status` (DESIGN §5.4).
+//! published on `{prefix}.gateway.status` (the README's Subjects, headers and event shapes).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! What a close code means for the session (DESIGN §4.3, following Discord's
+//! What a close code means for the session (the README's Gateway behaviour, following Discord's
 //! documentation where the seed design differed: 4007 and 4009 need a new
 //! session, 4011 and 4012 are fatal).
 

@@ -1,4 +1,4 @@
-//! Dispatches → agent events (DESIGN §5.2), on the hot path.
+//! Dispatches → agent events (the README's Subjects, headers and event shapes), on the hot path.
 //!
 //! Only the fields the capsule reads are looked at, and their JSON is copied
 //! verbatim (strings keep their escapes), so normalizing costs one scan of

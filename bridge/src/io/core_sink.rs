@@ -29,7 +29,7 @@ enum Msg {
 
 /// A handle for shards; the task ends when every handle is dropped.
 #[derive(Clone)]
-pub struct CoreSink {
+pub(crate) struct CoreSink {
     tx: mpsc::Sender<Msg>,
     dropped: Arc<AtomicU64>,
     prefix: Arc<str>,
@@ -47,7 +47,7 @@ impl CoreSink {
     /// Starts the publishing task; it ends once every handle is dropped and
     /// what they queued is flushed.
     #[must_use]
-    pub fn spawn(
+    pub(crate) fn spawn(
         client: async_nats::Client,
         prefix: &str,
         tasks: &Tasks,
@@ -67,13 +67,13 @@ impl CoreSink {
     }
 
     /// Publishes a status event (stamped with the time).
-    pub fn status(&self, mut event: StatusEvent) {
+    pub(crate) fn status(&self, mut event: StatusEvent) {
         event.at = OffsetDateTime::now_utc().format(&Rfc3339).ok();
         self.send(Msg::Status(event));
     }
 
     /// Publishes a raw dispatch on `{prefix}.gateway.dispatch.{event}`.
-    pub fn raw(&self, event: &str, headers: HeaderMap, body: Bytes) {
+    pub(crate) fn raw(&self, event: &str, headers: HeaderMap, body: Bytes) {
         let subject = subject::gateway_dispatch(&self.prefix, event);
         self.send(Msg::Raw {
             subject,

@@ -84,7 +84,7 @@ impl DiscoveryError {
 
 /// What `GET /gateway/bot` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayInfo {
+pub(crate) struct GatewayInfo {
     /// The gateway URL for new sessions.
     pub url: String,
     /// Recommended shard count.
@@ -127,7 +127,7 @@ enum Failure {
 /// # Errors
 /// A rejected token, a wrong `discord.api_base`, or cancellation; see
 /// [`DiscoveryError`].
-pub async fn discover(
+pub(crate) async fn discover(
     api_base: &str,
     token: &Secret,
     cancel: &CancellationToken,

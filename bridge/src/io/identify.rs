@@ -10,16 +10,15 @@ use tokio::time::Instant;
 use super::shared_floor::SharedFloor;
 use crate::gateway::ShardId;
 
-/// Discord's floor between two identifies of one bucket…
-pub const DISCORD_IDENTIFY_FLOOR: Duration = Duration::from_secs(5);
-/// …and the spacing the bridge keeps: permits are timed when granted, the
+/// The spacing the bridge keeps between two identifies of one bucket:
+/// Discord's floor is 5 s, but permits are timed when granted, the
 /// IDENTIFY reaches Discord a little later, and that delay varies, so half a
 /// second of margin keeps Discord's view of the gap above 5 s.
-pub const IDENTIFY_FLOOR: Duration = Duration::from_millis(5_500);
+pub(crate) const IDENTIFY_FLOOR: Duration = Duration::from_millis(5_500);
 
 /// `session_start_limit` from `GET /gateway/bot`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionStartLimit {
+pub(crate) struct SessionStartLimit {
     /// Session starts allowed per period.
     pub total: u32,
     /// Session starts left in this period.
@@ -51,7 +50,7 @@ struct Budget {
 
 /// Hands out identify permits.
 #[derive(Debug)]
-pub struct IdentifyQueue {
+pub(crate) struct IdentifyQueue {
     floor: Duration,
     max_concurrency: u32,
     /// Last identify per bucket; the async lock queues shards of one bucket.
@@ -64,13 +63,13 @@ pub struct IdentifyQueue {
 impl IdentifyQueue {
     /// A queue with Discord's 5 s floor.
     #[must_use]
-    pub fn new(limit: SessionStartLimit) -> Self {
+    pub(crate) fn new(limit: SessionStartLimit) -> Self {
         Self::with_floor(limit, IDENTIFY_FLOOR)
     }
 
     /// A queue with another floor: only for tests of this queue.
     #[must_use]
-    pub fn with_floor(limit: SessionStartLimit, floor: Duration) -> Self {
+    pub(crate) fn with_floor(limit: SessionStartLimit, floor: Duration) -> Self {
         let max_concurrency = limit.max_concurrency.max(1);
         Self {
             floor,
@@ -89,13 +88,13 @@ impl IdentifyQueue {
 
     /// Also takes the cross-process lease before each IDENTIFY.
     #[must_use]
-    pub fn with_shared(mut self, shared: SharedFloor) -> Self {
+    pub(crate) fn with_shared(mut self, shared: SharedFloor) -> Self {
         self.shared = Some(shared);
         self
     }
 
     /// Waits until `shard` may send IDENTIFY, and counts it as sent.
-    pub async fn acquire(&self, shard: ShardId) {
+    pub(crate) async fn acquire(&self, shard: ShardId) {
         loop {
             let wait = self.take_session_start();
             let Some(until) = wait else { break };

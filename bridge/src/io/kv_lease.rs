@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 /// Why a lease was not created.
 #[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
+pub(crate) enum LeaseError {
     /// Another holder has it.
     #[error("the key is held")]
     Held,
@@ -30,7 +30,7 @@ pub enum LeaseError {
 ///
 /// # Errors
 /// [`LeaseError::Held`] when the key exists, or a failure of the bucket.
-pub async fn create(
+pub(crate) async fn create(
     js: &jetstream::Context,
     store: &kv::Store,
     bucket: &str,

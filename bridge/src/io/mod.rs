@@ -11,19 +11,19 @@
 //! * [`identify`] — the identify rate limit; [`discovery`] — `/gateway/bot`;
 //! * [`nats`] — connection options and stream management.
 
-pub mod core_sink;
-pub mod discovery;
-pub mod identify;
-pub mod kv_lease;
-pub mod nats;
-pub mod outbox;
-pub mod publisher;
-pub mod shard;
-pub mod shared_floor;
-pub mod status_service;
-pub mod supervisor;
-pub mod tasks;
-pub mod ws;
+pub(crate) mod core_sink;
+pub(crate) mod discovery;
+pub(crate) mod identify;
+pub(crate) mod kv_lease;
+pub(crate) mod nats;
+pub(crate) mod outbox;
+pub(crate) mod publisher;
+pub(crate) mod shard;
+pub(crate) mod shared_floor;
+pub(crate) mod status_service;
+pub(crate) mod supervisor;
+pub(crate) mod tasks;
+pub(crate) mod ws;
 
 use std::sync::Arc;
 
@@ -182,7 +182,7 @@ impl Bridge {
 
 /// The machine settings of one shard.
 #[must_use]
-pub fn machine_config(
+pub(crate) fn machine_config(
     config: &Config,
     shard: ShardId,
     token: Secret,

@@ -1,4 +1,4 @@
-//! The NATS connection and the JetStream stream (DESIGN §5.5).
+//! The NATS connection and the JetStream stream (the README's Delivery guarantees).
 
 use std::time::Duration;
 
@@ -131,7 +131,7 @@ impl NatsError {
 /// # Errors
 /// Credentials or TLS the server refuses (naming the settings), or
 /// cancellation ([`NatsError::Cancelled`]).
-pub async fn connect(
+pub(crate) async fn connect(
     cfg: &NatsConfig,
     name: &str,
     cancel: &CancellationToken,
@@ -234,7 +234,7 @@ async fn options(cfg: &NatsConfig, name: &str) -> Result<ConnectOptions, NatsErr
 
 /// A server URL for logs: user info (`user:password@`) removed.
 #[must_use]
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((_, host)) => format!("{scheme}://<redacted>@{host}"),
@@ -253,7 +253,7 @@ pub fn redact(url: &str) -> String {
 /// # Errors
 /// JetStream disabled on the server, or a stream that does not capture the
 /// agent subject, or another stream already owning that subject.
-pub async fn ensure_stream(
+pub(crate) async fn ensure_stream(
     js: &jetstream::Context,
     cfg: &NatsConfig,
     subject: &str,
@@ -413,7 +413,7 @@ fn check_existing(
 
 /// NATS subject matching: `*` is one token, `>` the rest.
 #[must_use]
-pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+pub(crate) fn subject_matches(pattern: &str, subject: &str) -> bool {
     let mut p = pattern.split('.');
     let mut s = subject.split('.');
     loop {

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::gateway::machine::Publish;
 use crate::gateway::unacked::UnackedLog;
-pub use crate::gateway::unacked::{Entry, Full, Mark};
+pub(crate) use crate::gateway::unacked::{Entry, Full, Mark};
 
 #[derive(Debug)]
 struct State {
@@ -23,7 +23,7 @@ struct State {
 
 /// The log of one shard, shared by its shard and publisher tasks.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Wakes the publisher: something to send.
     work: Notify,
@@ -36,7 +36,7 @@ pub struct Outbox {
 impl Outbox {
     /// An outbox of at most `max_events` events and `max_bytes` bytes.
     #[must_use]
-    pub fn new(max_events: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_events: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State {
                 log: UnackedLog::new(max_events, max_bytes),
@@ -58,7 +58,7 @@ impl Outbox {
     ///
     /// # Errors
     /// [`Full`] names the refused event.
-    pub fn push(&self, meta: Publish) -> Result<(), Full> {
+    pub(crate) fn push(&self, meta: Publish) -> Result<(), Full> {
         let mut s = self.lock();
         let pushed = s.log.push(meta);
         if pushed.is_err() {
@@ -73,18 +73,18 @@ impl Outbox {
 
     /// A dispatch that is not stored; the new resume point when it
     /// committed at once.
-    pub fn skip(&self, epoch: u64, seq: u64) -> Option<Mark> {
+    pub(crate) fn skip(&self, epoch: u64, seq: u64) -> Option<Mark> {
         self.lock().log.skip(epoch, seq)
     }
 
     /// The next event not yet handed to NATS.
     #[must_use]
-    pub fn next_unsent(&self) -> Option<Entry> {
+    pub(crate) fn next_unsent(&self) -> Option<Entry> {
         self.lock().log.next_unsent()
     }
 
     /// The oldest event was stored or deliberately dropped.
-    pub fn complete_front(&self) {
+    pub(crate) fn complete_front(&self) {
         let mut s = self.lock();
         let committed = s.log.complete_front();
         let wake = s.refused && s.log.below_low_water();
@@ -101,41 +101,35 @@ impl Outbox {
     }
 
     /// Publishing failed: every event will be sent again, in order.
-    pub fn rewind(&self) {
+    pub(crate) fn rewind(&self) {
         self.lock().log.rewind();
     }
 
     /// Buffered events (sent or not).
     #[must_use]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().log.events()
     }
 
     /// Whether no event is buffered.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Buffered bytes.
-    #[must_use]
-    pub fn bytes(&self) -> usize {
-        self.lock().log.bytes()
     }
 
     /// The resume point, as it moves.
     #[must_use]
-    pub fn acks(&self) -> watch::Receiver<Mark> {
+    pub(crate) fn acks(&self) -> watch::Receiver<Mark> {
         self.acks.subscribe()
     }
 
     /// Resolves when there is something new to send.
-    pub async fn work(&self) {
+    pub(crate) async fn work(&self) {
         self.work.notified().await;
     }
 
     /// Resolves once the buffer drained to half after a refusal.
-    pub async fn room(&self) {
+    pub(crate) async fn room(&self) {
         loop {
             let notified = self.room.notified();
             {

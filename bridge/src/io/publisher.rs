@@ -29,7 +29,7 @@ use crate::gateway::machine::Publish;
 
 /// Where events go.
 #[derive(Clone)]
-pub enum Target {
+pub(crate) enum Target {
     /// JetStream: acknowledged, stored, de-duplicated.
     JetStream {
         /// The JetStream context (its timeout is the ack timeout).
@@ -51,7 +51,7 @@ impl Target {
 
 /// Settings of one publisher.
 #[derive(Debug, Clone)]
-pub struct PublisherConfig {
+pub(crate) struct PublisherConfig {
     /// `{prefix}.agent.events`.
     pub subject: String,
     /// The shard, for headers and logs.
@@ -79,7 +79,7 @@ type InFlight = Pin<Box<dyn Future<Output = (Entry, Outcome)> + Send>>;
 /// conversions).
 #[derive(Debug, thiserror::Error)]
 #[error("header {name} would carry a line break; the event is not published")]
-pub struct HeaderError {
+pub(crate) struct HeaderError {
     /// The header.
     pub name: &'static str,
 }
@@ -89,7 +89,7 @@ pub struct HeaderError {
 ///
 /// # Errors
 /// A value with a line break.
-pub fn headers(meta: &Publish, shard: ShardId) -> Result<HeaderMap, HeaderError> {
+pub(crate) fn headers(meta: &Publish, shard: ShardId) -> Result<HeaderMap, HeaderError> {
     let value =
         |name: &'static str, v: &str| v.parse::<HeaderValue>().map_err(|_| HeaderError { name });
     let mut h = HeaderMap::new();
@@ -115,7 +115,7 @@ pub fn headers(meta: &Publish, shard: ShardId) -> Result<HeaderMap, HeaderError>
 /// # Errors
 /// Only through its failpoint, for the supervisor's tests: a publisher that
 /// cannot go on ends the process.
-pub async fn run(
+pub(crate) async fn run(
     target: Target,
     outbox: Arc<Outbox>,
     sink: CoreSink,

@@ -35,7 +35,7 @@ type Pending<T> = Option<Pin<Box<dyn Future<Output = T> + Send>>>;
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// What a shard task needs besides its machine.
-pub struct ShardIo {
+pub(crate) struct ShardIo {
     /// The protocol.
     pub machine: Machine,
     /// Transport compression of every connection.
@@ -92,7 +92,7 @@ impl Driver {
 /// # Errors
 /// None today: every failure of a connection is an input of the machine.
 /// The type leaves room for the supervisor's contract.
-pub async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardEnd, TaskError> {
+pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardEnd, TaskError> {
     let ShardIo {
         machine,
         compression,
@@ -338,6 +338,6 @@ async fn poll_pending<T>(pending: &mut Pending<T>) -> T {
 
 /// The tracing span of a shard's tasks.
 #[must_use]
-pub fn span(shard: ShardId) -> Span {
+pub(crate) fn span(shard: ShardId) -> Span {
     tracing::info_span!("shard", shard = %shard)
 }

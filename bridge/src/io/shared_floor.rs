@@ -21,11 +21,11 @@ use super::kv_lease::{self, LeaseError};
 use crate::secret::Secret;
 
 /// The KV bucket holding identify leases.
-pub const BUCKET: &str = "discord_bridge_identify";
+pub(crate) const BUCKET: &str = "discord_bridge_identify";
 
 /// The shared floor cannot be used; the process keeps its own.
 #[derive(Debug, thiserror::Error)]
-pub enum FloorError {
+pub(crate) enum FloorError {
     /// The lease bucket cannot be opened or created.
     #[error("cannot open or create the KV bucket {BUCKET}: {0}")]
     Bucket(#[source] jetstream::context::CreateKeyValueError),
@@ -36,7 +36,7 @@ pub enum FloorError {
 
 /// Cross-process identify leases for one bot.
 #[derive(Clone)]
-pub struct SharedFloor {
+pub(crate) struct SharedFloor {
     js: jetstream::Context,
     kv: kv::Store,
     namespace: String,
@@ -58,7 +58,7 @@ impl SharedFloor {
     /// # Errors
     /// The server cannot hold per-key TTLs (nats-server before 2.11) or the
     /// bucket cannot be created; the caller then keeps the floor per process.
-    pub async fn open(
+    pub(crate) async fn open(
         js: &jetstream::Context,
         token: &Secret,
         floor: Duration,
@@ -99,7 +99,7 @@ impl SharedFloor {
     ///
     /// # Errors
     /// The KV bucket refused the write for another reason than "taken".
-    pub async fn acquire(&self, bucket: u32) -> Result<(), FloorError> {
+    pub(crate) async fn acquire(&self, bucket: u32) -> Result<(), FloorError> {
         let key = format!("{}.{bucket}", self.namespace);
         loop {
             match kv_lease::create(&self.js, &self.kv, BUCKET, &key, Bytes::new(), self.floor).await

@@ -1,4 +1,4 @@
-//! The `discord-bridge` NATS service (DESIGN §5.7): `nats micro ls`, `info`
+//! The `discord-bridge` NATS service (the README's Operations): `nats micro ls`, `info`
 //! and `stats` list every bridge process, and the `status` endpoint on
 //! `{prefix}.bridge.status` answers with the state of each shard.
 //!
@@ -20,14 +20,14 @@ use crate::gateway::machine::Stats;
 
 /// The reports of all shards of this process, shared with the shard tasks.
 #[derive(Debug, Clone)]
-pub struct Reports {
+pub(crate) struct Reports {
     inner: Arc<Mutex<Vec<ShardReport>>>,
     publish: &'static str,
 }
 
 /// One shard's handle on its report.
 #[derive(Debug, Clone)]
-pub struct ShardReporter {
+pub(crate) struct ShardReporter {
     reports: Reports,
     index: usize,
 }
@@ -35,7 +35,7 @@ pub struct ShardReporter {
 impl Reports {
     /// Empty reports for `shards`.
     #[must_use]
-    pub fn new(shards: &[ShardId], publish: &'static str) -> Self {
+    pub(crate) fn new(shards: &[ShardId], publish: &'static str) -> Self {
         let reports = shards
             .iter()
             .map(|s| ShardReport {
@@ -51,7 +51,7 @@ impl Reports {
 
     /// The handle of `shard`'s report, added when the shard is new.
     #[must_use]
-    pub fn reporter(&self, shard: ShardId) -> ShardReporter {
+    pub(crate) fn reporter(&self, shard: ShardId) -> ShardReporter {
         let mut all = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let index = match all.iter().position(|r| r.shard == shard.pair()) {
             Some(i) => i,
@@ -71,7 +71,7 @@ impl Reports {
 
     /// A snapshot for the endpoint.
     #[must_use]
-    pub fn snapshot(&self) -> BridgeStatus {
+    pub(crate) fn snapshot(&self) -> BridgeStatus {
         BridgeStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             publish: self.publish.to_owned(),
@@ -97,7 +97,7 @@ impl ShardReporter {
     }
 
     /// Applies a lifecycle transition.
-    pub fn transition(&self, ev: &StatusEvent) {
+    pub(crate) fn transition(&self, ev: &StatusEvent) {
         self.with(|r| {
             r.state = Some(ev.state);
             if ev.session_id.is_some() {
@@ -117,7 +117,7 @@ impl ShardReporter {
     }
 
     /// Copies the counters.
-    pub fn counters(
+    pub(crate) fn counters(
         &self,
         stats: &Stats,
         last_seq: Option<u64>,
@@ -144,7 +144,7 @@ impl ShardReporter {
 ///
 /// # Errors
 /// None: the type is the supervisor's contract.
-pub async fn serve(
+pub(crate) async fn serve(
     client: async_nats::Client,
     prefix: String,
     reports: Reports,

@@ -60,7 +60,7 @@ impl fmt::Display for TaskId {
 /// An error a task gives up on: it ends the process.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct TaskError(pub String);
+pub(crate) struct TaskError(pub String);
 
 /// How a task died.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub struct TaskFailure {
 
 /// Spawns and watches the tasks of one process. Clones share everything.
 #[derive(Debug, Clone, Default)]
-pub struct Tasks {
+pub(crate) struct Tasks {
     tracker: TaskTracker,
     failure: Arc<OnceLock<TaskFailure>>,
     /// Cancelled when a task fails: the root of the process's token tree
@@ -97,7 +97,7 @@ pub struct Tasks {
 impl Tasks {
     /// No tasks yet.
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -106,7 +106,7 @@ impl Tasks {
     /// The handle yields `Some(output)` when the task returned `Ok`, and
     /// `None` when it panicked or returned an error: that failure has then
     /// been recorded and [`Tasks::failed`] fires.
-    pub fn spawn<T, F>(&self, id: TaskId, future: F) -> JoinHandle<Option<T>>
+    pub(crate) fn spawn<T, F>(&self, id: TaskId, future: F) -> JoinHandle<Option<T>>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, TaskError>> + Send + 'static,
@@ -138,36 +138,38 @@ impl Tasks {
     }
 
     /// Resolves once a task has failed.
-    pub async fn failed(&self) {
+    #[cfg(test)]
+    pub(crate) async fn failed(&self) {
         self.failed.cancelled().await;
     }
 
     /// A token cancelled when a task fails.
     #[must_use]
-    pub fn failed_token(&self) -> CancellationToken {
+    pub(crate) fn failed_token(&self) -> CancellationToken {
         self.failed.clone()
     }
 
     /// The first failure, if any task failed.
     #[must_use]
-    pub fn failure(&self) -> Option<TaskFailure> {
+    pub(crate) fn failure(&self) -> Option<TaskFailure> {
         self.failure.get().cloned()
     }
 
     /// Tasks still running.
     #[must_use]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.tracker.len()
     }
 
     /// Whether no task is running.
+    #[cfg(test)]
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.tracker.is_empty()
     }
 
     /// Waits until every task spawned so far (and any they spawn) has ended.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         self.tracker.close();
         self.tracker.wait().await;
         self.tracker.reopen();

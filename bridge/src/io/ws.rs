@@ -45,7 +45,7 @@ enum Outgoing {
 }
 
 /// An open gateway connection as the shard task sees it.
-pub struct Connection {
+pub(crate) struct Connection {
     /// Incoming WebSocket messages.
     pub reader: SplitStream<Stream>,
     /// This connection's decompression context.
@@ -65,7 +65,7 @@ impl std::fmt::Debug for Connection {
 
 /// How a connection is opened.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub(crate) struct Options {
     /// Transport compression.
     pub compression: Compression,
     /// Payload size cap.
@@ -77,7 +77,7 @@ pub struct Options {
 /// A connection could not be opened. The text never contains credentials
 /// (gateway URLs carry none).
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// TCP, TLS or the WebSocket handshake failed.
     #[error("{}", describe(.0))]
     Handshake(#[source] WsError),
@@ -100,7 +100,7 @@ pub enum ConnectError {
 ///
 /// # Errors
 /// Connect, TLS or WebSocket handshake failure, or the timeout.
-pub async fn connect(
+pub(crate) async fn connect(
     url: &str,
     options: Options,
     tasks: &Tasks,
@@ -150,7 +150,7 @@ pub async fn connect(
 impl Connection {
     /// Queues a text frame; `false` if the writer has stopped (the reader will
     /// report the connection's end).
-    pub fn send(&self, text: String) -> bool {
+    pub(crate) fn send(&self, text: String) -> bool {
         self.writer.try_send(Outgoing::Text(text)).is_ok()
     }
 
@@ -164,7 +164,7 @@ impl Connection {
     /// writer only stops at it or when the queue closes, never on a
     /// cancellation of its own: a shutdown therefore always reaches Discord
     /// with the code it chose.
-    pub fn close(self, code: u16, tasks: &Tasks, shard: ShardId) -> JoinHandle<Option<()>> {
+    pub(crate) fn close(self, code: u16, tasks: &Tasks, shard: ShardId) -> JoinHandle<Option<()>> {
         let Self {
             mut reader,
             writer,
@@ -239,7 +239,7 @@ async fn write_loop(
 
 /// A transport error for logs and status events.
 #[must_use]
-pub fn describe(e: &WsError) -> String {
+pub(crate) fn describe(e: &WsError) -> String {
     match e {
         WsError::Http(response) => {
             format!("HTTP {} during the WebSocket handshake", response.status())

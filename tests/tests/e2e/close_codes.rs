@@ -1,4 +1,4 @@
-//! Close codes that keep the session (DESIGN §4.3): 4000-range codes other
+//! Close codes that keep the session (the README's Gateway behaviour): 4000-range codes other
 //! than the fatal ones and 4007/4009, and a TCP drop without a close frame,
 //! are RESUMEd at the resume URL; 4007 and 4009 start a new session with
 //! IDENTIFY, through the identify floor.

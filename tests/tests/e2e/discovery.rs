@@ -1,8 +1,8 @@
-//! `GET /gateway/bot` (DESIGN §4.1): server errors and rate limits are
+//! `GET /gateway/bot` (the README's Gateway behaviour): server errors and rate limits are
 //! retried, a refused token stops the bridge (exit 1) naming
 //! DISCORD_BOT_TOKEN, and `DISCORD_GATEWAY_URL` skips the request. Gateway
 //! URLs that are not `wss://` on discord.gg are refused unless
-//! `allow_insecure_gateway` is set (DESIGN §3.1).
+//! `allow_insecure_gateway` is set (the README's Configuration).
 
 use std::time::Duration;
 

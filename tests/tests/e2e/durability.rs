@@ -1,4 +1,4 @@
-//! JetStream durability (DESIGN §5.5): no event is lost or stored twice when
+//! JetStream durability (the README's Delivery guarantees): no event is lost or stored twice when
 //! NATS dies mid-stream, stays away longer than the buffer holds, or when
 //! Discord replays a session; what cannot be saved is reported.
 

@@ -1,4 +1,4 @@
-//! Fatal close codes (DESIGN §4.3): 4004, 4010, 4011, 4012, 4013 and 4014
+//! Fatal close codes (the README's Gateway behaviour): 4004, 4010, 4011, 4012, 4013 and 4014
 //! stop the shard for good with an error naming the code and the setting to
 //! fix; the process exits 1 once no shard is left.
 

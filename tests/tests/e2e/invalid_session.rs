@@ -1,4 +1,4 @@
-//! Op 9 INVALID_SESSION (DESIGN §4.3): `d: true` RESUMEs the session;
+//! Op 9 INVALID_SESSION (the README's Gateway behaviour): `d: true` RESUMEs the session;
 //! `d: false` starts a new one with IDENTIFY, through the 5 s identify floor.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Bad input from the gateway (DESIGN §4.4): malformed payloads are logged
+//! Bad input from the gateway (the README's Gateway behaviour): malformed payloads are logged
 //! and skipped without killing the session; a corrupt compressed stream
 //! resets the connection and RESUMEs without losing events.
 

@@ -1,4 +1,4 @@
-//! Payloads larger than `discord.max_frame_bytes` (DESIGN §4.4) are dropped
+//! Payloads larger than `discord.max_frame_bytes` (the README's Gateway behaviour) are dropped
 //! with a warning; the session goes on, and the events after them arrive.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Publish modes (DESIGN §5.5, §6): core NATS publishing delivers events to
+//! Publish modes (the README's Delivery guarantees and the adapter's README): core NATS publishing delivers events to
 //! live subscribers and stores nothing; JetStream mode against a server
 //! without JetStream is a deployment error (exit 2) that says how to fix it.
 

@@ -1,4 +1,4 @@
-//! A session that cannot be resumed (DESIGN §4.3): when RESUME is refused
+//! A session that cannot be resumed (the README's Gateway behaviour): when RESUME is refused
 //! (op 9 `d: false`) or keeps failing, the bridge gives the session up,
 //! reports it, and starts a new one with IDENTIFY through the identify
 //! floor.

@@ -1,4 +1,4 @@
-//! Secrets never leak (DESIGN §3.1): the bot token and the NATS password or
+//! Secrets never leak (the README's Configuration): the bot token and the NATS password or
 //! token appear in no output of the real binary — logs at `RUST_LOG=trace`
 //! through a whole session with a reconnect and a shutdown, errors,
 //! `check-config` — nor in status events or stored events, not even in

@@ -1,4 +1,4 @@
-//! Sharding (DESIGN §4.3): `auto` runs every shard Discord recommends, one
+//! Sharding (the README's Gateway behaviour): `auto` runs every shard Discord recommends, one
 //! IDENTIFY per identify bucket every 5 s; guild events arrive on shard
 //! `(guild_id >> 22) % total` and DMs on shard 0, and carry it in
 //! `Discord-Shard`; `ID/TOTAL` runs one shard, so bridges can split a bot.
@@ -205,7 +205,7 @@ async fn two_bridges_split_the_shards_and_share_the_stream() {
     other.stop().await.expect("clean shutdown");
 }
 
-/// DESIGN §4.3: the identify floor holds "across all bridge processes
+/// the README's Gateway behaviour: the identify floor holds "across all bridge processes
 /// sharing the NATS server (coordinated in NATS KV)". Two bridges of one
 /// bot in a single identify bucket must not IDENTIFY within 5 s of each
 /// other.

@@ -1,4 +1,4 @@
-//! SIGTERM and SIGINT on the real binary (DESIGN §3): a clean shutdown
+//! SIGTERM and SIGINT on the real binary (the README's Running a real bot): a clean shutdown
 //! within seconds — close frame 1000 to Discord, a `shutting_down` status,
 //! every event the bridge had received stored — and exit code 0.
 

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use discord_bridge::Bridge;
+use discord_bridge::ShardEnd;
 use discord_bridge::gateway::{ShardId, ShardSpec};
-use discord_bridge::io::shard::ShardEnd;
 use discord_bridge_e2e::stack::{Stack, StackOptions, WAIT, test_sim_config};
 use discord_gateway_sim::{Closer, SimConfig};
 use tokio_util::sync::CancellationToken;

@@ -1,4 +1,4 @@
-//! Heartbeats (DESIGN §4.2): every beat carries the last sequence number; a
+//! Heartbeats (the README's Gateway behaviour): every beat carries the last sequence number; a
 //! beat Discord asks for (op 1) goes out at once; a connection whose beat
 //! was never acknowledged is a zombie, closed with 4000 and resumed.
 
