@@ -5,15 +5,17 @@ use std::sync::Arc;
 use astrid_events::EventBus;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{AdapterConfig, Mode};
 use crate::deliver::Deliverer;
+use crate::driver::Signals;
 use crate::error::AdapterError;
 use crate::listeners::Listeners;
 use crate::replay::{ReplayReport, ReplayRequest, Replayer};
 use crate::stats::{Counters, Stats};
-use crate::{consumer, core_mode};
+use crate::{consumer, core_mode, status};
 
 /// What the running task shares with handles and replays.
 #[derive(Debug)]
@@ -35,6 +37,7 @@ pub(crate) struct Shared {
 pub struct Adapter {
     shared: Arc<Shared>,
     listeners: Listeners,
+    signals: Signals,
 }
 
 impl Adapter {
@@ -65,8 +68,13 @@ impl Adapter {
         listeners: Listeners,
     ) -> Result<Self, AdapterError> {
         config.validate()?;
+        let bus = bus.into();
+        // Subscribed now, so the inventory astridd publishes after loading
+        // its boot capsules is not missed while the adapter is not running
+        // yet.
+        let signals = Signals::new(&bus, &config);
         let deliverer = Arc::new(Deliverer::new(
-            bus.into(),
+            bus,
             listeners.clone(),
             config.topic(),
             config.source_id(),
@@ -80,6 +88,7 @@ impl Adapter {
                 counters: Arc::new(Counters::default()),
             }),
             listeners,
+            signals,
         })
     }
 
@@ -125,11 +134,22 @@ impl Adapter {
         let span =
             tracing::info_span!("astrid_discord_adapter", mode = ?cfg.mode, topic = %cfg.topic());
         let shared = Arc::clone(&self.shared);
+        let signals = self.signals;
         async move {
+            // The status relay ends with the relay of events, whichever
+            // way that ends.
+            let stop = cancel.child_token();
+            let tasks = TaskTracker::new();
+            if shared.config.relay_status {
+                tasks.spawn(status::relay(Arc::clone(&shared), stop.clone()));
+            }
+            tasks.close();
             let result = match shared.config.mode {
-                Mode::JetStream => consumer::run(shared, cancel).await,
-                Mode::Core => core_mode::run(shared, cancel).await,
+                Mode::JetStream => consumer::run(Arc::clone(&shared), signals, cancel).await,
+                Mode::Core => core_mode::run(Arc::clone(&shared), signals, cancel).await,
             };
+            stop.cancel();
+            tasks.wait().await;
             if let Err(e) = &result {
                 tracing::error!(error = %e, "adapter stopped");
             }

@@ -133,13 +133,17 @@ mod consumer;
 mod core_mode;
 pub mod dedupe;
 mod deliver;
+mod driver;
 mod error;
+mod handover;
+pub mod host;
 pub mod listeners;
 pub mod map;
 mod pump;
 pub mod replay;
 mod setup;
 mod stats;
+mod status;
 
 pub use adapter::{Adapter, AdapterHandle};
 pub use config::{AdapterConfig, DeliveryCheck, Mode};

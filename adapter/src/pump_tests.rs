@@ -58,12 +58,30 @@ fn fixture(capacity: Option<usize>) -> Fixture {
         DeliveryCheck::RequireListener,
     ));
     let counters = Arc::new(Counters::default());
+    let cfg = PumpConfig {
+        dedupe_window: 100,
+        capacity,
+        reach: Duration::from_secs(10),
+        capsule_acks: false,
+    };
     Fixture {
-        pump: Pump::new(deliverer, Arc::clone(&counters), 100, capacity),
+        pump: Pump::new(deliverer, Arc::clone(&counters), cfg, None),
         bus,
         listeners,
         log: Log::default(),
         counters,
+    }
+}
+
+impl<A: Settle> Pump<A> {
+    /// Delivers from the head until it is empty or the head is held.
+    async fn drain(&mut self) {
+        while let Some((target, attempt)) = self.next_attempt() {
+            let outcome = attempt.await;
+            if self.finish(target, outcome, Instant::now()).await != Next::Continue {
+                break;
+            }
+        }
     }
 }
 

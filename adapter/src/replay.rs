@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::deliver::{Deliverer, Outcome};
+use crate::deliver::Deliverer;
 use crate::error::AdapterError;
 use crate::map;
 use crate::setup;
@@ -230,15 +230,15 @@ impl Replayer {
         id: Uuid,
         cancel: &CancellationToken,
     ) -> Result<(), AdapterError> {
-        loop {
-            match self.deliverer.try_deliver(data, Some(id)) {
-                Outcome::Delivered => return Ok(()),
-                Outcome::NoListener => {
-                    if !self.deliverer.wait_for_listener(cancel).await {
-                        return Err(AdapterError::Cancelled);
-                    }
-                }
-            }
+        if self.deliverer.deliver_until(data, Some(id), cancel).await {
+            Ok(())
+        } else if cancel.is_cancelled() {
+            Err(AdapterError::Cancelled)
+        } else {
+            Err(AdapterError::replay(
+                "the capsule dispatcher cannot represent a stored event",
+                None,
+            ))
         }
     }
 }

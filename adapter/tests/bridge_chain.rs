@@ -21,7 +21,7 @@ async fn a_discord_message_reaches_the_capsule_as_the_bridge_published_it() {
     let adapter = Adapter::new(
         stack.nats.client().await,
         Arc::clone(&bus),
-        AdapterConfig::default(),
+        leased(),
     )
     .expect("the defaults match the bridge's");
     let mut capsule = capsule(adapter.listeners(), &bus);

@@ -17,7 +17,7 @@ fn core_config() -> AdapterConfig {
     AdapterConfig {
         mode: Mode::Core,
         max_ack_pending: 3,
-        ..AdapterConfig::default()
+        ..leased()
     }
 }
 
@@ -53,7 +53,7 @@ async fn jetstream_mode_without_jetstream_says_what_to_do() {
     let adapter = Adapter::new(
         nats.client().await,
         EventBus::new(),
-        AdapterConfig::default(),
+        leased(),
     )
     .expect("valid config");
     let result = tokio::time::timeout(WAIT, adapter.run(CancellationToken::new()))

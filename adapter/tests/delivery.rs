@@ -18,7 +18,7 @@ use uuid::Uuid;
 async fn emits_the_exact_ipc_shape_and_acks_after_delivery() {
     let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
-    let config = AdapterConfig::default();
+    let config = leased();
     let source_id = config.source_id();
     let adapter = adapter(&nats, &bus, config).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
@@ -103,7 +103,7 @@ async fn only_a_listener_of_the_topic_counts() {
 async fn bad_input_is_terminated_and_does_not_block_the_stream() {
     let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
-    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
+    let adapter = adapter(&nats, &bus, leased()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
 
@@ -145,7 +145,7 @@ async fn a_dispatch_published_twice_is_emitted_once() {
     assert!(first < again && again < last);
 
     let bus = Arc::new(EventBus::new());
-    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
+    let adapter = adapter(&nats, &bus, leased()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
 
