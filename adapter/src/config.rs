@@ -187,7 +187,8 @@ impl AdapterConfig {
     /// How far back a crash report replays.
     #[must_use]
     pub fn crash_reach(&self) -> Duration {
-        self.health_check_interval.saturating_add(self.replay_window)
+        self.health_check_interval
+            .saturating_add(self.replay_window)
     }
 
     /// The NATS subject consumed: `filter_subject`, else the topic.

@@ -22,8 +22,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::Shared;
-use crate::error::AdapterError;
 use crate::driver::{Driver, Signals, Turn};
+use crate::error::AdapterError;
 use crate::map::{self, EnvelopeMeta};
 use crate::pump::{Fetch, FetchError, Incoming, Pump, PumpConfig, Settle};
 use crate::setup::{self, Backoff};
@@ -92,34 +92,38 @@ pub(crate) async fn run(
             reach: cfg.crash_reach().max(cfg.replay_window),
             capsule_acks: cfg.capsule_acks,
         },
-        Some(fetcher(js.clone(), cfg.stream.clone(), shared.deliverer.topic().to_owned())),
+        Some(fetcher(
+            js.clone(),
+            cfg.stream.clone(),
+            shared.deliverer.topic().to_owned(),
+        )),
     );
-    let mut driver = Driver::new(
-        pump,
-        cfg,
-        signals,
-        shared.deliverer.listeners().clone(),
-    );
+    let mut driver = Driver::new(pump, cfg, signals, shared.deliverer.listeners().clone());
     let mut first = true;
     let mut backoff = Backoff::new();
     loop {
         let Some(stream) = setup::open_stream(&js, cfg, first, &cancel).await? else {
             return Ok(());
         };
-        let mut consumer =
-            match setup::ensure_consumer(&stream, cfg, driver.pump.highest_delivered()).await {
-                Ok(consumer) => consumer,
-                // At start an unusable consumer is reported; later, NATS may
-                // just be away.
-                Err(e) if first => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot set the durable consumer up again; retrying");
-                    if !backoff.wait(&cancel).await {
-                        return Ok(());
-                    }
-                    continue;
+        let mut consumer = match setup::ensure_consumer(
+            &stream,
+            cfg,
+            driver.pump.highest_delivered(),
+        )
+        .await
+        {
+            Ok(consumer) => consumer,
+            // At start an unusable consumer is reported; later, NATS may
+            // just be away.
+            Err(e) if first => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set the durable consumer up again; retrying");
+                if !backoff.wait(&cancel).await {
+                    return Ok(());
                 }
-            };
+                continue;
+            }
+        };
         if first && cfg.reset_orphans_on_start {
             setup::reset_orphans(&stream, &mut consumer, cfg).await;
         }
@@ -153,15 +157,18 @@ fn fetcher(js: jetstream::Context, stream: String, topic: String) -> Fetch {
                 .get_stream_no_info(&stream)
                 .await
                 .map_err(|e| FetchError::Unavailable(e.to_string()))?;
-            let msg = handle.get_raw_message(seq).await.map_err(|e| match e.kind() {
-                LastRawMessageErrorKind::NoMessageFound => FetchError::Missing(e.to_string()),
-                LastRawMessageErrorKind::JetStream(err)
-                    if err.error_code() == ErrorCode::NO_MESSAGE_FOUND =>
-                {
-                    FetchError::Missing(e.to_string())
-                }
-                _ => FetchError::Unavailable(e.to_string()),
-            })?;
+            let msg = handle
+                .get_raw_message(seq)
+                .await
+                .map_err(|e| match e.kind() {
+                    LastRawMessageErrorKind::NoMessageFound => FetchError::Missing(e.to_string()),
+                    LastRawMessageErrorKind::JetStream(err)
+                        if err.error_code() == ErrorCode::NO_MESSAGE_FOUND =>
+                    {
+                        FetchError::Missing(e.to_string())
+                    }
+                    _ => FetchError::Unavailable(e.to_string()),
+                })?;
             map::decode(&topic, &msg.payload).map_err(|e| FetchError::Missing(e.to_string()))
         })
     })

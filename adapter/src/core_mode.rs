@@ -16,8 +16,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::Shared;
-use crate::error::AdapterError;
 use crate::driver::{Driver, Signals, Turn};
+use crate::error::AdapterError;
 use crate::map::EnvelopeMeta;
 use crate::pump::{Incoming, Pump, PumpConfig};
 
@@ -61,7 +61,10 @@ pub(crate) async fn run(
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut arrival: u64 = 0;
     loop {
-        match driver.turn(&cancel, subscription.next(), &mut keepalive).await {
+        match driver
+            .turn(&cancel, subscription.next(), &mut keepalive)
+            .await
+        {
             Turn::Busy => {}
             Turn::Cancelled => break,
             Turn::Intake(None) => {

@@ -184,9 +184,7 @@ impl RetryBackoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use astrid_events::{
-        AstridEvent, EventDeliveryAdmitter, IpcPayload, ReservedEventDelivery,
-    };
+    use astrid_events::{AstridEvent, EventDeliveryAdmitter, IpcPayload, ReservedEventDelivery};
 
     const TOPIC: &str = "astrid-discord.agent.events";
 
@@ -260,7 +258,10 @@ mod tests {
             let d = deliverer(&bus, &Listeners::new(), DeliveryCheck::PublishOnly);
             let mut rx = bus.subscribe();
             assert_eq!(d.attempt(Value::from(1), None).await, expected);
-            assert!(rx.try_recv().is_none(), "a refused reservation publishes nothing");
+            assert!(
+                rx.try_recv().is_none(),
+                "a refused reservation publishes nothing"
+            );
         }
     }
 

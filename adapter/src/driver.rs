@@ -50,9 +50,8 @@ impl Signals {
     pub(crate) fn new(bus: &astrid_events::EventBus, cfg: &AdapterConfig) -> Self {
         let kernel = cfg.delivery_check == DeliveryCheck::HostSignals;
         Self {
-            loaded: kernel.then(|| {
-                bus.subscribe_topic_as(host::CAPSULES_LOADED_TOPIC, "discord_adapter")
-            }),
+            loaded: kernel
+                .then(|| bus.subscribe_topic_as(host::CAPSULES_LOADED_TOPIC, "discord_adapter")),
             failed: kernel
                 .then(|| bus.subscribe_topic_as(host::HEALTH_FAILED_TOPIC, "discord_adapter")),
             acks: cfg
@@ -64,7 +63,9 @@ impl Signals {
 
     async fn next(&mut self) -> Heard {
         /// A receiver's next event; never resolves once it is closed.
-        async fn recv(rx: &mut Option<EventReceiver>) -> (Option<std::sync::Arc<astrid_events::AstridEvent>>, u64) {
+        async fn recv(
+            rx: &mut Option<EventReceiver>,
+        ) -> (Option<std::sync::Arc<astrid_events::AstridEvent>>, u64) {
             let Some(r) = rx.as_mut() else {
                 return std::future::pending().await;
             };

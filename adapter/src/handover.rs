@@ -70,10 +70,7 @@ mod tests {
         for (i, seq) in [5, 6, 7, 6].into_iter().enumerate() {
             h.record(seq, t0 + Duration::from_secs(i as u64));
         }
-        assert_eq!(
-            h.since(t0 + Duration::from_secs(1)),
-            BTreeSet::from([6, 7])
-        );
+        assert_eq!(h.since(t0 + Duration::from_secs(1)), BTreeSet::from([6, 7]));
         assert_eq!(h.since(t0).len(), 3);
         // Entries older than `keep` are forgotten.
         h.record(8, t0 + Duration::from_secs(12));

@@ -213,7 +213,9 @@ impl HostView {
                 if self.check != DeliveryCheck::HostSignals {
                     return false;
                 }
-                tracing::warn!("missed some of astridd's signals; delivering the replay window again");
+                tracing::warn!(
+                    "missed some of astridd's signals; delivering the replay window again"
+                );
                 self.request_replay(now.checked_sub(self.window).unwrap_or(now));
             }
         }
@@ -327,18 +329,42 @@ mod tests {
         let t0 = Instant::now();
         let mut v = HostView::new(&cfg(), false);
         assert!(!v.may_deliver(t0), "nothing before the first inventory");
-        v.apply(Signal::Inventory { principal: "default".into(), present: true }, t0);
+        v.apply(
+            Signal::Inventory {
+                principal: "default".into(),
+                present: true,
+            },
+            t0,
+        );
         assert!(v.may_deliver(t0));
         assert_eq!(v.take_replay(t0), None, "a first load replays nothing");
 
         let gone = t0 + Duration::from_secs(10);
-        assert!(v.apply(Signal::Inventory { principal: "default".into(), present: false }, gone));
+        assert!(v.apply(
+            Signal::Inventory {
+                principal: "default".into(),
+                present: false
+            },
+            gone
+        ));
         assert!(!v.may_deliver(gone));
         // Another principal's view without the capsule changes nothing.
-        v.apply(Signal::Inventory { principal: "bob".into(), present: false }, gone);
+        v.apply(
+            Signal::Inventory {
+                principal: "bob".into(),
+                present: false,
+            },
+            gone,
+        );
         let back = gone + Duration::from_millis(200);
         assert_eq!(v.take_replay(back), None, "nothing while absent");
-        v.apply(Signal::Inventory { principal: "default".into(), present: true }, back);
+        v.apply(
+            Signal::Inventory {
+                principal: "default".into(),
+                present: true,
+            },
+            back,
+        );
         assert_eq!(v.take_replay(back), Some(gone - Duration::from_secs(3)));
         assert_eq!(v.take_replay(back), None, "once");
     }
@@ -347,8 +373,20 @@ mod tests {
     fn a_repeated_inventory_may_be_an_atomic_restart() {
         let t0 = Instant::now() + Duration::from_secs(60);
         let mut v = HostView::new(&cfg(), false);
-        v.apply(Signal::Inventory { principal: "default".into(), present: true }, t0);
-        assert!(!v.apply(Signal::Inventory { principal: "default".into(), present: true }, t0));
+        v.apply(
+            Signal::Inventory {
+                principal: "default".into(),
+                present: true,
+            },
+            t0,
+        );
+        assert!(!v.apply(
+            Signal::Inventory {
+                principal: "default".into(),
+                present: true
+            },
+            t0
+        ));
         assert_eq!(v.take_replay(t0), Some(t0 - Duration::from_secs(3)));
     }
 
@@ -356,7 +394,13 @@ mod tests {
     fn a_crash_holds_then_replays_back_to_the_previous_health_check() {
         let t0 = Instant::now() + Duration::from_secs(60);
         let mut v = HostView::new(&cfg(), false);
-        v.apply(Signal::Inventory { principal: "default".into(), present: true }, t0);
+        v.apply(
+            Signal::Inventory {
+                principal: "default".into(),
+                present: true,
+            },
+            t0,
+        );
         assert!(v.apply(Signal::Failed, t0));
         assert!(!v.may_deliver(t0));
         assert_eq!(v.take_replay(t0), None);
@@ -374,7 +418,13 @@ mod tests {
             ..cfg()
         };
         let mut v = HostView::new(&listeners, false);
-        v.apply(Signal::Inventory { principal: "default".into(), present: true }, t0);
+        v.apply(
+            Signal::Inventory {
+                principal: "default".into(),
+                present: true,
+            },
+            t0,
+        );
         assert!(!v.may_deliver(t0));
         v.apply(Signal::Listeners { present: true }, t0);
         assert!(v.may_deliver(t0));

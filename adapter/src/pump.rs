@@ -58,8 +58,9 @@ pub(crate) enum FetchError {
 }
 
 /// Reads a stored event back by stream sequence, for replays.
-pub(crate) type Fetch =
-    Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = Result<Value, FetchError>> + Send>> + Send + Sync>;
+pub(crate) type Fetch = Arc<
+    dyn Fn(u64) -> Pin<Box<dyn Future<Output = Result<Value, FetchError>> + Send>> + Send + Sync,
+>;
 
 /// One received message waiting for its delivery, or (capsule acks) for
 /// the capsule's acknowledgement.
@@ -314,7 +315,11 @@ impl<A: Settle> Pump<A> {
                 match target {
                     Target::Live(key) => {
                         if let Some(held) = self.inbox.remove(&key) {
-                            tracing::error!(stream_seq = held.stream_seq, msg_id = held.meta.msg_id.as_deref(), "the capsule dispatcher cannot represent this event; terminating it");
+                            tracing::error!(
+                                stream_seq = held.stream_seq,
+                                msg_id = held.meta.msg_id.as_deref(),
+                                "the capsule dispatcher cannot represent this event; terminating it"
+                            );
                             self.counters.bump(Count::Rejected);
                             held.settle.term().await;
                         }

@@ -99,10 +99,8 @@ impl Counters {
     }
 
     pub(crate) fn replay_size(&self, size: usize) {
-        self.largest_replay.fetch_max(
-            u64::try_from(size).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.largest_replay
+            .fetch_max(u64::try_from(size).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     pub(crate) fn set_awaiting(&self, awaiting: usize) {

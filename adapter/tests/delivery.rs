@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use astrid_discord_adapter::{AdapterConfig, EVENT_SOURCE};
+use astrid_discord_adapter::EVENT_SOURCE;
 use astrid_events::{EventBus, IpcPayload};
 use common::*;
 use discord_bridge_e2e::{NatsServer, eventually};
@@ -154,5 +154,37 @@ async fn a_dispatch_published_twice_is_emitted_once() {
     let stats = handle.stats();
     assert_eq!((stats.delivered, stats.duplicates), (2, 1), "{stats:?}");
     assert!(capsule.try_recv_one().is_none());
+    handle.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn gateway_status_is_relayed_onto_the_bus() {
+    let (nats, _js) = server_with_stream().await;
+    let bus = Arc::new(EventBus::new());
+    let adapter = adapter(&nats, &bus, leased()).await;
+    let handle = adapter.spawn(CancellationToken::new());
+    let mut status = bus.subscribe_topic("astrid-discord.gateway.status");
+    let client = nats.client().await;
+    let body = serde_json::json!({"shard": [0, 1], "state": "ready"});
+    // The relay subscribes once it runs: publish until it has.
+    let got = eventually(WAIT, "a status message on the bus", || {
+        let client = client.clone();
+        let payload = body.to_string();
+        let got = status.try_recv();
+        async move {
+            if got.is_none() {
+                client
+                    .publish("astrid-discord.gateway.status", payload.into())
+                    .await
+                    .expect("publish");
+            }
+            got
+        }
+    })
+    .await;
+    let message = ipc(&got);
+    assert_eq!(message.topic.as_str(), "astrid-discord.gateway.status");
+    assert_eq!(message.payload, IpcPayload::Custom { data: body });
+    assert!(handle.stats().status_relayed >= 1);
     handle.shutdown().await.expect("clean shutdown");
 }

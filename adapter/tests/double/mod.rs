@@ -245,7 +245,10 @@ impl Astridd {
             activated: AtomicBool::new(false),
         });
         let admitter: Arc<dyn EventDeliveryAdmitter> = Arc::new(Admitter(Arc::clone(&inner)));
-        assert!(bus.register_delivery_admitter(&admitter), "one dispatcher per bus");
+        assert!(
+            bus.register_delivery_admitter(&admitter),
+            "one dispatcher per bus"
+        );
         let mut inbox = bus.subscribe_ordered_delivery();
         let dispatcher = tokio::spawn({
             let inner = Arc::clone(&inner);
@@ -339,14 +342,17 @@ impl Astridd {
                 }
             }
             Kind::Polling { every } => {
-                let mut rx = self.inner.bus.subscribe_topic_routed_principal_or_system_gated(
-                    Uuid::new_v4(),
-                    TOPIC,
-                    CAPSULE,
-                    "capsule_guest",
-                    PRINCIPAL,
-                    gate.clone(),
-                );
+                let mut rx = self
+                    .inner
+                    .bus
+                    .subscribe_topic_routed_principal_or_system_gated(
+                        Uuid::new_v4(),
+                        TOPIC,
+                        CAPSULE,
+                        "capsule_guest",
+                        PRINCIPAL,
+                        gate.clone(),
+                    );
                 let (stop2, crashed2) = (stop.clone(), Arc::clone(&crashed));
                 let task = tokio::spawn(async move {
                     let mut tick = tokio::time::interval(every);

@@ -122,7 +122,10 @@ async fn scenario(kind: Kind, reload: Reload, acks: bool) -> Stats {
     // Reloads here come closer together than the window, so a replay also
     // covers the short-lived generations before: bounded by the window, not
     // by the event rate (see `spaced_reloads_replay_one_window_each`).
-    assert!(stats.redelivered <= stats.replays * stats.largest_replay, "{report}");
+    assert!(
+        stats.redelivered <= stats.replays * stats.largest_replay,
+        "{report}"
+    );
     assert!(rewinds(&processed) <= stats.replays, "{report}");
     assert_eq!(stats.delivered, EVENTS, "{report}");
     if acks {
@@ -155,13 +158,19 @@ async fn handler_unload_then_load() {
 #[tokio::test]
 async fn handler_crash() {
     let stats = scenario(HANDLER, Reload::Crash, false).await;
-    assert!(stats.redelivered > 0, "a crash loses events that only the replay brings back: {stats:?}");
+    assert!(
+        stats.redelivered > 0,
+        "a crash loses events that only the replay brings back: {stats:?}"
+    );
 }
 
 #[tokio::test]
 async fn polling_atomic_restart() {
     let stats = scenario(POLLING, Reload::Atomic, false).await;
-    assert!(stats.redelivered > 0, "the retired routes held events: {stats:?}");
+    assert!(
+        stats.redelivered > 0,
+        "the retired routes held events: {stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -217,7 +226,10 @@ async fn spaced_reloads_replay_one_window_each() {
     assert_eq!(stats.replays, 3, "{stats:?}");
     assert!(stats.largest_replay <= one_window, "{stats:?}");
     let duplicates = astridd.processed().len() as u64 - total;
-    assert!(duplicates <= 3 * one_window, "{duplicates} duplicates, {stats:?}");
+    assert!(
+        duplicates <= 3 * one_window,
+        "{duplicates} duplicates, {stats:?}"
+    );
     handle.shutdown().await.expect("clean shutdown");
 }
 
@@ -288,13 +300,21 @@ async fn shutdown_with_a_pending_reservation_acks_nothing_uncommitted() {
     .await;
     first.shutdown().await.expect("clean shutdown");
     let info = consumer_info(&js).await;
-    assert_eq!(info.ack_floor.stream_sequence, QUEUE as u64 + 1, "only committed events are acked");
+    assert_eq!(
+        info.ack_floor.stream_sequence,
+        QUEUE as u64 + 1,
+        "only committed events are acked"
+    );
 
     astridd.release();
-    let second = adapter(&nats, &bus, AdapterConfig {
-        assume_loaded_at_start: true,
-        ..cfg
-    })
+    let second = adapter(
+        &nats,
+        &bus,
+        AdapterConfig {
+            assume_loaded_at_start: true,
+            ..cfg
+        },
+    )
     .await;
     let second = second.spawn(CancellationToken::new());
     eventually(Duration::from_secs(20), "all processed", || {
