@@ -116,7 +116,7 @@ async fn scenario(kind: Kind, reload: Reload, acks: bool) -> Stats {
         processed.len(),
         rewinds(&processed)
     );
-    eprintln!("{report}");
+    tracing::info!("{report}");
     assert!(duplicates <= stats.redelivered, "{report}");
     assert!(stats.replays <= 2 * RELOADS as u64 + 1, "{report}");
     // Reloads here come closer together than the window, so a replay also
