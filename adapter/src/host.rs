@@ -191,7 +191,11 @@ impl HostView {
                 }
                 self.views.insert(principal, present);
                 let anywhere = self.views.values().any(|p| *p);
-                self.set_presence(anywhere, now, true);
+                // Another view's inventory without the capsule says nothing
+                // about the generation that serves ours.
+                if present || !anywhere {
+                    self.set_presence(anywhere, now, true);
+                }
             }
             Signal::Listeners { present } => {
                 if self.check != DeliveryCheck::RequireListener {
@@ -379,6 +383,16 @@ mod tests {
                 present: true,
             },
             t0,
+        );
+        let bob = Signal::Inventory {
+            principal: "bob".into(),
+            present: false,
+        };
+        v.apply(bob, t0);
+        assert_eq!(
+            v.take_replay(t0),
+            None,
+            "another view's inventory is no restart"
         );
         assert!(!v.apply(
             Signal::Inventory {
