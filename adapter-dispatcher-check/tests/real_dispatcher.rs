@@ -203,7 +203,11 @@ async fn unload_then_load_through_the_real_dispatcher_loses_nothing() {
             let mut tick = tokio::time::interval(Duration::from_millis(4));
             for n in 1..=EVENTS {
                 tick.tick().await;
-                js.publish(TOPIC, event(n).into()).await.unwrap().await.unwrap();
+                js.publish(TOPIC, event(n).into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
             }
         }
     });
@@ -220,8 +224,15 @@ async fn unload_then_load_through_the_real_dispatcher_loses_nothing() {
         let seen: BTreeSet<u64> = log.lock().unwrap().iter().map(|(_, n)| *n).collect();
         let complete = seen.len() as u64 == EVENTS;
         if !complete && std::env::var("DBG").is_ok() {
-            let missing: Vec<u64> = (1..=EVENTS).filter(|n| !seen.contains(n)).take(10).collect();
-            eprintln!("{} of {EVENTS}; missing {missing:?}; {:?}", seen.len(), handle.stats());
+            let missing: Vec<u64> = (1..=EVENTS)
+                .filter(|n| !seen.contains(n))
+                .take(10)
+                .collect();
+            eprintln!(
+                "{} of {EVENTS}; missing {missing:?}; {:?}",
+                seen.len(),
+                handle.stats()
+            );
         }
         async move { complete.then_some(()) }
     })
