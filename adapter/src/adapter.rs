@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use astrid_events::EventBus;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +25,9 @@ pub(crate) struct Shared {
     pub(crate) config: AdapterConfig,
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) counters: Arc<Counters>,
+    /// Whether the relay may deliver now (the capsule is there), so that
+    /// replays on request wait like live events.
+    pub(crate) deliverable: watch::Sender<bool>,
 }
 
 /// Relays `{prefix}.agent.events` from NATS to an Astrid `EventBus`.
@@ -86,6 +90,7 @@ impl Adapter {
                 config,
                 deliverer,
                 counters: Arc::new(Counters::default()),
+                deliverable: watch::channel(false).0,
             }),
             listeners,
             signals,
@@ -104,7 +109,9 @@ impl Adapter {
         &self.shared.config
     }
 
-    /// A replayer for this adapter's stream, topic and listeners.
+    /// A replayer for this adapter's stream, topic and listeners. Its
+    /// replays wait while the adapter holds delivery (the capsule is away),
+    /// so they deliver only once the adapter runs.
     ///
     /// # Errors
     /// [`AdapterError::Config`] in core mode, which stores nothing to replay.
@@ -186,6 +193,7 @@ fn replayer(shared: &Shared) -> Result<Replayer, AdapterError> {
         subject: shared.config.subject(),
         deliverer: Arc::clone(&shared.deliverer),
         counters: Arc::clone(&shared.counters),
+        deliverable: shared.deliverable.subscribe(),
     })
 }
 

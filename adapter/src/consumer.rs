@@ -98,7 +98,13 @@ pub(crate) async fn run(
             shared.deliverer.topic().to_owned(),
         )),
     );
-    let mut driver = Driver::new(pump, cfg, signals, shared.deliverer.listeners().clone());
+    let mut driver = Driver::new(
+        pump,
+        cfg,
+        signals,
+        shared.deliverer.listeners().clone(),
+        shared.deliverable.clone(),
+    );
     let mut first = true;
     let mut backoff = Backoff::new();
     loop {

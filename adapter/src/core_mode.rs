@@ -54,7 +54,13 @@ pub(crate) async fn run(
         },
         None,
     );
-    let mut driver = Driver::new(pump, cfg, signals, shared.deliverer.listeners().clone());
+    let mut driver = Driver::new(
+        pump,
+        cfg,
+        signals,
+        shared.deliverer.listeners().clone(),
+        shared.deliverable.clone(),
+    );
     // Nothing to keep alive in core mode; the interval never fires while
     // the pump holds nothing to settle anyway.
     let mut keepalive = tokio::time::interval(Duration::from_secs(3600));

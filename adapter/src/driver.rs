@@ -125,6 +125,8 @@ pub(crate) struct Driver<A> {
     backoff: RetryBackoff,
     /// `RequireListener`: the last attempt found nobody; wait for a change.
     no_listener: bool,
+    /// Tells replays on request whether delivery may go on.
+    deliverable: watch::Sender<bool>,
 }
 
 impl<A: Settle> Driver<A> {
@@ -133,6 +135,7 @@ impl<A: Settle> Driver<A> {
         cfg: &AdapterConfig,
         signals: Signals,
         listeners: Listeners,
+        deliverable: watch::Sender<bool>,
     ) -> Self {
         let topic = cfg.topic();
         let listening = listeners.count(&topic) > 0;
@@ -148,6 +151,7 @@ impl<A: Settle> Driver<A> {
             retry_at: None,
             backoff: RetryBackoff::default(),
             no_listener: false,
+            deliverable,
         }
     }
 
@@ -174,6 +178,8 @@ impl<A: Settle> Driver<A> {
             self.pump.start_replay(since);
         }
         let may = self.host.may_deliver(now) && !self.no_listener;
+        self.deliverable
+            .send_if_modified(|d| std::mem::replace(d, may) != may);
         if self.attempt.is_none() && may && self.retry_at.is_none_or(|t| now >= t) {
             self.retry_at = None;
             self.attempt = self.pump.next_attempt();
@@ -194,6 +200,7 @@ impl<A: Settle> Driver<A> {
             retry_at,
             backoff,
             no_listener,
+            deliverable: _,
         } = self;
         let watch_listeners = *check == DeliveryCheck::RequireListener;
         tokio::select! {
