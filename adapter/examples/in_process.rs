@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use astrid_discord_adapter::{Adapter, AdapterConfig};
+use astrid_discord_adapter::{Adapter, AdapterConfig, DeliveryCheck};
 use astrid_events::ipc::IpcPayload;
 use astrid_events::{AstridEvent, EventBus};
 use tokio_util::sync::CancellationToken;
@@ -28,12 +28,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .init();
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
 
-    // What astridd's start-up does with `Kernel::event_bus`.
+    // What astridd's start-up does with `Kernel::event_bus`. A bare bus has
+    // no kernel announcing capsules, so delivery waits for a registered
+    // subscription instead of astridd's signals.
     let bus = Arc::new(EventBus::new());
     let nats = async_nats::connect(&url).await?;
-    let adapter = Adapter::new(nats, Arc::clone(&bus), AdapterConfig::default())?;
+    let config = AdapterConfig {
+        delivery_check: DeliveryCheck::RequireListener,
+        ..AdapterConfig::default()
+    };
+    let adapter = Adapter::new(nats, Arc::clone(&bus), config)?;
 
-    // What the capsule host does when the capsule subscribes.
+    // A subscription registered with the adapter, live as soon as it exists.
     let topic = adapter.config().topic();
     let mut capsule = adapter.listeners().subscribe_routed(
         &bus,

@@ -3,17 +3,20 @@
 use std::sync::Arc;
 
 use astrid_events::EventBus;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{AdapterConfig, Mode};
 use crate::deliver::Deliverer;
+use crate::driver::Signals;
 use crate::error::AdapterError;
 use crate::listeners::Listeners;
 use crate::replay::{ReplayReport, ReplayRequest, Replayer};
 use crate::stats::{Counters, Stats};
-use crate::{consumer, core_mode};
+use crate::{consumer, core_mode, status};
 
 /// What the running task shares with handles and replays.
 #[derive(Debug)]
@@ -22,6 +25,9 @@ pub(crate) struct Shared {
     pub(crate) config: AdapterConfig,
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) counters: Arc<Counters>,
+    /// Whether the relay may deliver now (the capsule is there), so that
+    /// replays on request wait like live events.
+    pub(crate) deliverable: watch::Sender<bool>,
 }
 
 /// Relays `{prefix}.agent.events` from NATS to an Astrid `EventBus`.
@@ -35,6 +41,7 @@ pub(crate) struct Shared {
 pub struct Adapter {
     shared: Arc<Shared>,
     listeners: Listeners,
+    signals: Signals,
 }
 
 impl Adapter {
@@ -65,8 +72,13 @@ impl Adapter {
         listeners: Listeners,
     ) -> Result<Self, AdapterError> {
         config.validate()?;
+        let bus = bus.into();
+        // Subscribed now, so the inventory astridd publishes after loading
+        // its boot capsules is not missed while the adapter is not running
+        // yet.
+        let signals = Signals::new(&bus, &config);
         let deliverer = Arc::new(Deliverer::new(
-            bus.into(),
+            bus,
             listeners.clone(),
             config.topic(),
             config.source_id(),
@@ -78,8 +90,10 @@ impl Adapter {
                 config,
                 deliverer,
                 counters: Arc::new(Counters::default()),
+                deliverable: watch::channel(false).0,
             }),
             listeners,
+            signals,
         })
     }
 
@@ -95,7 +109,9 @@ impl Adapter {
         &self.shared.config
     }
 
-    /// A replayer for this adapter's stream, topic and listeners.
+    /// A replayer for this adapter's stream, topic and listeners. Its
+    /// replays wait while the adapter holds delivery (the capsule is away),
+    /// so they deliver only once the adapter runs.
     ///
     /// # Errors
     /// [`AdapterError::Config`] in core mode, which stores nothing to replay.
@@ -125,11 +141,22 @@ impl Adapter {
         let span =
             tracing::info_span!("astrid_discord_adapter", mode = ?cfg.mode, topic = %cfg.topic());
         let shared = Arc::clone(&self.shared);
+        let signals = self.signals;
         async move {
+            // The status relay ends with the relay of events, whichever
+            // way that ends.
+            let stop = cancel.child_token();
+            let tasks = TaskTracker::new();
+            if shared.config.relay_status {
+                tasks.spawn(status::relay(Arc::clone(&shared), stop.clone()));
+            }
+            tasks.close();
             let result = match shared.config.mode {
-                Mode::JetStream => consumer::run(shared, cancel).await,
-                Mode::Core => core_mode::run(shared, cancel).await,
+                Mode::JetStream => consumer::run(Arc::clone(&shared), signals, cancel).await,
+                Mode::Core => core_mode::run(Arc::clone(&shared), signals, cancel).await,
             };
+            stop.cancel();
+            tasks.wait().await;
             if let Err(e) = &result {
                 tracing::error!(error = %e, "adapter stopped");
             }
@@ -166,6 +193,7 @@ fn replayer(shared: &Shared) -> Result<Replayer, AdapterError> {
         subject: shared.config.subject(),
         deliverer: Arc::clone(&shared.deliverer),
         counters: Arc::clone(&shared.counters),
+        deliverable: shared.deliverable.subscribe(),
     })
 }
 

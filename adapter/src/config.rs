@@ -23,25 +23,35 @@ pub enum Mode {
     Core,
 }
 
-/// When a publication on the bus counts as delivered.
+/// How the adapter knows that the capsule can take events, and so when a
+/// publication on the bus counts as delivered. Every mode publishes through
+/// the bus's reserved lane (`EventBus::reserve_publication`), which waits
+/// for room in the queue of each capsule that handles the topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeliveryCheck {
-    /// Only when a [`Listeners`](crate::Listeners) registration matching the
-    /// topic lives through the whole `EventBus::publish` (the registry is
-    /// held during it); with none, events are held unacked. This is the guarantee the adapter
-    /// exists for; see the crate docs for why the bus alone cannot provide it.
+    /// astridd's own signals: `astrid.v1.capsules_loaded` says whether the
+    /// capsule ([`AdapterConfig::capsule_id`]) is loaded in some principal's
+    /// view, `astrid.v1.health.failed` that it crashed. While it is absent,
+    /// events are held unacked; after a reload, what was handed over within
+    /// [`AdapterConfig::replay_window`] before it went away is delivered
+    /// again. See the README's guarantees table.
     #[default]
+    HostSignals,
+    /// Only while a [`Listeners`](crate::Listeners) registration matching
+    /// the topic lives through the whole commit (the registry is held
+    /// during it); with none, events are held unacked. For hosts whose
+    /// subscriptions take events as soon as they are registered (tests, the
+    /// demo); astridd's gated capsule subscriptions are not such.
     RequireListener,
-    /// As soon as `EventBus::publish` returns, whoever is subscribed — the
-    /// fire-and-forget behaviour of the original in-process proxy. Only for
-    /// a daemon that cannot register its capsule's subscription yet: a
-    /// capsule reload then loses the events published during it.
+    /// As soon as the bus accepts the publication — the fire-and-forget
+    /// behaviour of the original in-process proxy, which loses what is
+    /// published while the capsule reloads.
     PublishOnly,
 }
 
 /// Everything the adapter needs besides a NATS client and an `EventBus`.
 ///
-/// The defaults match the bridge's defaults (DESIGN §3.1, §5), so
+/// The defaults match the bridge's defaults, so
 /// `AdapterConfig::default()` consumes what an unconfigured bridge publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdapterConfig {
@@ -77,6 +87,41 @@ pub struct AdapterConfig {
     /// How many recently delivered events (stream sequences and
     /// `Nats-Msg-Id`s) are remembered to drop redeliveries and duplicates.
     pub dedupe_window: usize,
+    /// The capsule's id in astridd's `astrid.v1.capsules_loaded` inventory
+    /// and `astrid.v1.health.failed` reports; `None` means the prefix (the
+    /// bridge's `BRIDGE_CAPSULE_ID` is the capsule id).
+    pub capsule_id: Option<String>,
+    /// With [`DeliveryCheck::HostSignals`]: how long before a capsule
+    /// generation was seen to go away events handed to it may still have
+    /// been unprocessed (queued, or waiting in the route of a capsule that
+    /// polls). They are delivered again after the reload. At least the
+    /// capsule's poll interval plus the time astridd takes to unload a
+    /// generation (up to a second) — the Discord capsule polls every second.
+    /// Costs up to `replay_window × event rate` duplicates per reload, each
+    /// with its `payload.id`, so the capsule can drop them.
+    pub replay_window: Duration,
+    /// astridd's health-check period (10 s in 2026.10). A crash is reported
+    /// up to this long after it happened, so a crash replays
+    /// `health_check_interval + replay_window`.
+    pub health_check_interval: Duration,
+    /// After a crash report, how long to hold delivery before delivering
+    /// again: astridd restarts the capsule right after the report but
+    /// announces nothing when the new generation is up.
+    pub restart_hold: Duration,
+    /// Whether to consider the capsule loaded before astridd's first
+    /// inventory arrives. Leave it off when the adapter is spawned before
+    /// the kernel loads its capsules (it then sees the boot inventory);
+    /// turn it on only when it is spawned after that and the capsule is
+    /// known to be loaded.
+    pub assume_loaded_at_start: bool,
+    /// Acknowledge JetStream only when the capsule publishes
+    /// `{prefix}.agent.ack` with the event's `payload.id` (`{"id": "…"}` or
+    /// `{"ids": […]}`): exactly-once effect for a capsule that drops repeats.
+    /// Off by default, which needs no capsule change.
+    pub capsule_acks: bool,
+    /// Relay the bridge's `{prefix}.gateway.status` (core NATS) onto the bus
+    /// as IPC on the same topic, so the capsule can show connection health.
+    pub relay_status: bool,
     /// At start, rewind a durable that still has unacked messages (left by
     /// an instance that crashed) to its ack floor, so they are delivered
     /// again at once and in order rather than after `ack_wait` behind newer
@@ -95,9 +140,16 @@ impl Default for AdapterConfig {
             max_ack_pending: 256,
             ack_wait: Duration::from_secs(30),
             mode: Mode::JetStream,
-            delivery_check: DeliveryCheck::RequireListener,
+            delivery_check: DeliveryCheck::HostSignals,
             source_id: None,
             dedupe_window: 16_384,
+            capsule_id: None,
+            replay_window: Duration::from_secs(3),
+            health_check_interval: Duration::from_secs(10),
+            restart_hold: Duration::from_secs(2),
+            assume_loaded_at_start: false,
+            capsule_acks: false,
+            relay_status: true,
             reset_orphans_on_start: true,
         }
     }
@@ -111,6 +163,32 @@ impl AdapterConfig {
     #[must_use]
     pub fn topic(&self) -> String {
         subject::agent_events(&self.prefix)
+    }
+
+    /// The capsule astridd's signals must name: `capsule_id`, else the
+    /// prefix.
+    #[must_use]
+    pub fn capsule_id(&self) -> &str {
+        self.capsule_id.as_deref().unwrap_or(&self.prefix)
+    }
+
+    /// `{prefix}.agent.ack`, where a capsule acknowledges finished events.
+    #[must_use]
+    pub fn ack_topic(&self) -> String {
+        format!("{}.agent.ack", self.prefix)
+    }
+
+    /// `{prefix}.gateway.status`, relayed from NATS onto the bus.
+    #[must_use]
+    pub fn status_topic(&self) -> String {
+        subject::gateway_status(&self.prefix)
+    }
+
+    /// How far back a crash report replays.
+    #[must_use]
+    pub fn crash_reach(&self) -> Duration {
+        self.health_check_interval
+            .saturating_add(self.replay_window)
     }
 
     /// The NATS subject consumed: `filter_subject`, else the topic.
@@ -167,6 +245,15 @@ impl AdapterConfig {
         if self.dedupe_window == 0 {
             return bad("dedupe_window", "must be at least 1".to_owned());
         }
+        if self.capsule_id().is_empty() {
+            return bad("capsule_id", "must not be empty".to_owned());
+        }
+        if self.capsule_acks && self.mode == Mode::Core {
+            return bad(
+                "capsule_acks",
+                "needs JetStream: core NATS has nothing to acknowledge".to_owned(),
+            );
+        }
         Ok(())
     }
 }
@@ -191,6 +278,10 @@ mod tests {
         assert_eq!(c.subject(), c.topic());
         assert_eq!(c.stream, "ASTRID_DISCORD");
         assert_eq!(c.durable_name, "astrid-discord-adapter");
+        assert_eq!(c.capsule_id(), "astrid-discord");
+        assert_eq!(c.ack_topic(), "astrid-discord.agent.ack");
+        assert_eq!(c.status_topic(), "astrid-discord.gateway.status");
+        assert_eq!(c.crash_reach(), Duration::from_secs(13));
         assert!(c.validate().is_ok());
     }
 
@@ -214,7 +305,7 @@ mod tests {
     #[test]
     fn every_bad_setting_is_named() {
         type Change = fn(&mut AdapterConfig);
-        let cases: [(&str, Change); 7] = [
+        let cases: [(&str, Change); 9] = [
             ("prefix", |c| c.prefix = "a.*".into()),
             ("filter_subject", |c| c.filter_subject = Some("a..b".into())),
             ("stream", |c| c.stream = "A B".into()),
@@ -222,6 +313,11 @@ mod tests {
             ("ack_wait", |c| c.ack_wait = Duration::from_millis(10)),
             ("max_ack_pending", |c| c.max_ack_pending = 0),
             ("dedupe_window", |c| c.dedupe_window = 0),
+            ("capsule_id", |c| c.capsule_id = Some(String::new())),
+            ("capsule_acks", |c| {
+                c.capsule_acks = true;
+                c.mode = Mode::Core;
+            }),
         ];
         for (field, change) in cases {
             let mut c = AdapterConfig::default();

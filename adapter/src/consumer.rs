@@ -1,10 +1,11 @@
 //! The durable JetStream consumer: one task that pulls messages, holds them
-//! in order while nobody listens, and acks each one after its delivery.
+//! in order while the capsule cannot take them, and acks each one after its
+//! delivery.
 //!
 //! Holding must neither spin nor let the server redeliver behind our back:
-//! the task sleeps on the listener registry's change notification, and while
-//! it holds messages it sends an in-progress ack (`+WPI`) for each of them
-//! every `ack_wait / 3`, which restarts the server's ack timer. The server
+//! the task sleeps on host signals, and while it holds messages it sends an
+//! in-progress ack (`+WPI`) for each of them every `ack_wait / 3`, which
+//! restarts the server's ack timer. The server
 //! stops handing out messages once `max_ack_pending` are unacked, so what is
 //! held stays bounded and newer events wait, in order, in the stream.
 
@@ -14,15 +15,17 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::message::{AckKind, Acker};
-use async_nats::jetstream::{self, Message};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::jetstream::{self, ErrorCode, Message};
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::Shared;
+use crate::driver::{Driver, Signals, Turn};
 use crate::error::AdapterError;
-use crate::map::EnvelopeMeta;
-use crate::pump::{Incoming, Pump, Settle};
+use crate::map::{self, EnvelopeMeta};
+use crate::pump::{Fetch, FetchError, Incoming, Pump, PumpConfig, Settle};
 use crate::setup::{self, Backoff};
 
 /// Idle heartbeat asked of the server on each pull, so a silently dead
@@ -75,15 +78,32 @@ enum Exit {
 /// Runs the durable consumer until cancelled.
 pub(crate) async fn run(
     shared: Arc<Shared>,
+    signals: Signals,
     cancel: CancellationToken,
 ) -> Result<(), AdapterError> {
     let cfg = &shared.config;
     let js = jetstream::new(shared.client.clone());
-    let mut pump = Pump::new(
+    let pump = Pump::new(
         Arc::clone(&shared.deliverer),
         Arc::clone(&shared.counters),
-        cfg.dedupe_window,
-        None,
+        PumpConfig {
+            dedupe_window: cfg.dedupe_window,
+            capacity: None,
+            reach: cfg.crash_reach().max(cfg.replay_window),
+            capsule_acks: cfg.capsule_acks,
+        },
+        Some(fetcher(
+            js.clone(),
+            cfg.stream.clone(),
+            shared.deliverer.topic().to_owned(),
+        )),
+    );
+    let mut driver = Driver::new(
+        pump,
+        cfg,
+        signals,
+        shared.deliverer.listeners().clone(),
+        shared.deliverable.clone(),
     );
     let mut first = true;
     let mut backoff = Backoff::new();
@@ -91,8 +111,12 @@ pub(crate) async fn run(
         let Some(stream) = setup::open_stream(&js, cfg, first, &cancel).await? else {
             return Ok(());
         };
-        let mut consumer = match setup::ensure_consumer(&stream, cfg, pump.highest_delivered())
-            .await
+        let mut consumer = match setup::ensure_consumer(
+            &stream,
+            cfg,
+            driver.pump.highest_delivered(),
+        )
+        .await
         {
             Ok(consumer) => consumer,
             // At start an unusable consumer is reported; later, NATS may
@@ -110,13 +134,14 @@ pub(crate) async fn run(
             setup::reset_orphans(&stream, &mut consumer, cfg).await;
         }
         first = false;
-        tracing::info!(stream = %cfg.stream, consumer = %cfg.durable_name, subject = %cfg.subject(), topic = %shared.deliverer.topic(), "consuming");
-        match pump_messages(&shared, &consumer, &mut pump, &cancel).await? {
+        tracing::info!(stream = %cfg.stream, consumer = %cfg.durable_name, subject = %cfg.subject(), topic = %shared.deliverer.topic(), check = ?cfg.delivery_check, "consuming");
+        match pump_messages(&shared, &consumer, &mut driver, &cancel).await? {
             Exit::Cancelled => return Ok(()),
             Exit::Recreate => {
                 // Whatever the lost consumer handed out comes again from the
                 // new one; only delivered events are remembered.
-                let dropped = pump.clear();
+                driver.abandon();
+                let dropped = driver.pump.clear();
                 tracing::warn!(consumer = %cfg.durable_name, dropped_held = dropped, "durable consumer lost; setting it up again");
                 if !backoff.wait(&cancel).await {
                     return Ok(());
@@ -126,10 +151,39 @@ pub(crate) async fn run(
     }
 }
 
+/// Reads stored events back for reload replays: one request per event, by
+/// sequence (the sequences come from what this adapter handed over).
+fn fetcher(js: jetstream::Context, stream: String, topic: String) -> Fetch {
+    Arc::new(move |seq| {
+        let js = js.clone();
+        let stream = stream.clone();
+        let topic = topic.clone();
+        Box::pin(async move {
+            let handle = js
+                .get_stream_no_info(&stream)
+                .await
+                .map_err(|e| FetchError::Unavailable(e.to_string()))?;
+            let msg = handle
+                .get_raw_message(seq)
+                .await
+                .map_err(|e| match e.kind() {
+                    LastRawMessageErrorKind::NoMessageFound => FetchError::Missing(e.to_string()),
+                    LastRawMessageErrorKind::JetStream(err)
+                        if err.error_code() == ErrorCode::NO_MESSAGE_FOUND =>
+                    {
+                        FetchError::Missing(e.to_string())
+                    }
+                    _ => FetchError::Unavailable(e.to_string()),
+                })?;
+            map::decode(&topic, &msg.payload).map_err(|e| FetchError::Missing(e.to_string()))
+        })
+    })
+}
+
 async fn pump_messages(
     shared: &Shared,
     consumer: &PullConsumer,
-    pump: &mut Pump<JsAck>,
+    driver: &mut Driver<JsAck>,
     cancel: &CancellationToken,
 ) -> Result<Exit, AdapterError> {
     let cfg = &shared.config;
@@ -147,19 +201,21 @@ async fn pump_messages(
             return Ok(Exit::Recreate);
         }
     };
-    let mut changes = shared.deliverer.listeners().changes();
     let period = progress_period(cfg.ack_wait);
     let mut progress = tokio::time::interval_at(Instant::now() + period, period);
     progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut backoff = Backoff::new();
     loop {
-        pump.drain().await;
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => {
+        let next = match driver.turn(cancel, messages.next(), &mut progress).await {
+            Turn::Busy => continue,
+            Turn::Intake(next) => next,
+            Turn::Cancelled => {
+                // A pending reservation is released: nothing of it was
+                // published, and its event is given back with the others.
+                driver.abandon();
                 // Messages the client already received go back too, in order.
                 while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
-                    admit(pump, msg).await;
+                    admit(&mut driver.pump, msg).await;
                 }
                 // Withdraw the pull request before giving anything back:
                 // the server would otherwise redeliver the naked messages
@@ -168,43 +224,38 @@ async fn pump_messages(
                 drop(messages);
                 flush(shared).await;
                 withdrawn(consumer).await;
-                let given_back = pump.nak_all().await;
+                let given_back = driver.pump.nak_all().await;
                 flush(shared).await;
                 tracing::info!(given_back, "durable consumer stopped");
                 return Ok(Exit::Cancelled);
             }
-            next = messages.next() => match next {
-                Some(Ok(msg)) => {
-                    backoff.reset();
-                    admit(pump, msg).await;
+        };
+        match next {
+            Some(Ok(msg)) => {
+                backoff.reset();
+                admit(&mut driver.pump, msg).await;
+            }
+            Some(Err(e)) => match e.kind() {
+                MessagesErrorKind::MissingHeartbeat => {
+                    tracing::debug!(consumer = %cfg.durable_name, "missed an idle heartbeat (NATS away?)");
                 }
-                Some(Err(e)) => match e.kind() {
-                    MessagesErrorKind::MissingHeartbeat => {
-                        tracing::debug!(consumer = %cfg.durable_name, "missed an idle heartbeat (NATS away?)");
+                MessagesErrorKind::ConsumerDeleted => return Ok(Exit::Recreate),
+                MessagesErrorKind::RequestLimitExceeded | MessagesErrorKind::PushBasedConsumer => {
+                    return Err(AdapterError::Consumer {
+                        stream: cfg.stream.clone(),
+                        consumer: cfg.durable_name.clone(),
+                        message: "refuses the adapter's pull requests; delete it or choose another durable_name".into(),
+                        source: Some(Box::new(e)),
+                    });
+                }
+                _ => {
+                    tracing::warn!(consumer = %cfg.durable_name, error = %e, "pulling failed; retrying");
+                    if !backoff.wait(cancel).await {
+                        continue;
                     }
-                    MessagesErrorKind::ConsumerDeleted => return Ok(Exit::Recreate),
-                    MessagesErrorKind::RequestLimitExceeded | MessagesErrorKind::PushBasedConsumer => {
-                        return Err(AdapterError::Consumer {
-                            stream: cfg.stream.clone(),
-                            consumer: cfg.durable_name.clone(),
-                            message: "refuses the adapter's pull requests; delete it or choose another durable_name".into(),
-                            source: Some(Box::new(e)),
-                        });
-                    }
-                    _ => {
-                        tracing::warn!(consumer = %cfg.durable_name, error = %e, "pulling failed; retrying");
-                        if !backoff.wait(cancel).await {
-                            continue;
-                        }
-                    }
-                },
-                None => return Ok(Exit::Recreate),
+                }
             },
-            changed = changes.changed() => if changed.is_err() {
-                // Unreachable: the deliverer owns a sender.
-                return Ok(Exit::Cancelled);
-            },
-            _ = progress.tick(), if !pump.is_empty() => pump.progress_all().await,
+            None => return Ok(Exit::Recreate),
         }
     }
 }

@@ -9,18 +9,22 @@
 //! does not filter. The client resubscribes by itself after a reconnect.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::Shared;
+use crate::driver::{Driver, Signals, Turn};
 use crate::error::AdapterError;
 use crate::map::EnvelopeMeta;
-use crate::pump::{Incoming, Pump};
+use crate::pump::{Incoming, Pump, PumpConfig};
 
 /// Runs the subscription until cancelled.
 pub(crate) async fn run(
     shared: Arc<Shared>,
+    signals: Signals,
     cancel: CancellationToken,
 ) -> Result<(), AdapterError> {
     let cfg = &shared.config;
@@ -39,41 +43,59 @@ pub(crate) async fn run(
         tracing::warn!(error = %e, "cannot flush the subscription");
     }
     tracing::info!(subject = %subject, topic = %shared.deliverer.topic(), "consuming (core NATS: at most once)");
-    let mut pump: Pump<()> = Pump::new(
+    let pump: Pump<()> = Pump::new(
         Arc::clone(&shared.deliverer),
         Arc::clone(&shared.counters),
-        cfg.dedupe_window,
-        Some(cfg.max_ack_pending),
+        PumpConfig {
+            dedupe_window: cfg.dedupe_window,
+            capacity: Some(cfg.max_ack_pending),
+            reach: cfg.replay_window,
+            capsule_acks: false,
+        },
+        None,
     );
-    let mut changes = shared.deliverer.listeners().changes();
+    let mut driver = Driver::new(
+        pump,
+        cfg,
+        signals,
+        shared.deliverer.listeners().clone(),
+        shared.deliverable.clone(),
+    );
+    // Nothing to keep alive in core mode; the interval never fires while
+    // the pump holds nothing to settle anyway.
+    let mut keepalive = tokio::time::interval(Duration::from_secs(3600));
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut arrival: u64 = 0;
     loop {
-        pump.drain().await;
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            next = subscription.next() => {
-                let Some(msg) = next else {
-                    return Err(AdapterError::Subscribe {
-                        subject,
-                        source: "the NATS client closed the subscription".into(),
-                    });
-                };
-                arrival = arrival.wrapping_add(1);
-                pump.admit(Incoming {
-                    key: arrival,
-                    stream_seq: None,
-                    meta: EnvelopeMeta::from_headers(msg.headers.as_ref()),
-                    payload: &msg.payload,
-                    settle: (),
-                })
-                .await;
+        match driver
+            .turn(&cancel, subscription.next(), &mut keepalive)
+            .await
+        {
+            Turn::Busy => {}
+            Turn::Cancelled => break,
+            Turn::Intake(None) => {
+                return Err(AdapterError::Subscribe {
+                    subject,
+                    source: "the NATS client closed the subscription".into(),
+                });
             }
-            changed = changes.changed() => if changed.is_err() {
-                break;
-            },
+            Turn::Intake(Some(msg)) => {
+                arrival = arrival.wrapping_add(1);
+                driver
+                    .pump
+                    .admit(Incoming {
+                        key: arrival,
+                        stream_seq: None,
+                        meta: EnvelopeMeta::from_headers(msg.headers.as_ref()),
+                        payload: &msg.payload,
+                        settle: (),
+                    })
+                    .await;
+            }
         }
     }
+    driver.abandon();
+    let mut pump = driver.pump;
     let lost = pump.clear();
     if lost > 0 {
         tracing::warn!(

@@ -19,7 +19,8 @@
 //! # Wiring it in
 //!
 //! astridd has no plugin hook, so the daemon's start-up builds the adapter
-//! on the kernel's bus and spawns it:
+//! on the kernel's bus — before the kernel loads its capsules, so that it
+//! sees the boot inventory — and spawns it:
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -31,22 +32,10 @@
 //! // `event_bus` is `Kernel::event_bus`.
 //! let nats = async_nats::connect("nats://127.0.0.1:4222").await?;
 //! let adapter = Adapter::new(nats, Arc::clone(&event_bus), AdapterConfig::default())?;
-//! let listeners = adapter.listeners().clone(); // for the capsule host, see below
 //! let discord = adapter.spawn(shutdown.child_token());
-//! // … at shutdown:
+//! // … the kernel loads its capsules; at shutdown:
 //! discord.shutdown().await?;
 //! # Ok(()) }
-//! ```
-//!
-//! and the place that creates a capsule's bus subscription keeps a lease
-//! beside it (see [`Listeners`] and "Delivery" below):
-//!
-//! ```no_run
-//! # use astrid_discord_adapter::Listeners;
-//! # fn subscribe(bus: &astrid_events::EventBus, listeners: &Listeners, capsule: uuid::Uuid, pattern: String) {
-//! let receiver = bus.subscribe_topic_routed(capsule, pattern.clone(), "astrid-discord", "capsule_guest");
-//! let lease = listeners.lease(pattern); // held while `receiver` lives, dropped first
-//! # let _ = (receiver, lease); }
 //! ```
 //!
 //! `examples/in_process.rs` runs the adapter against a local NATS server
@@ -54,28 +43,30 @@
 //!
 //! # Delivery, acks and order
 //!
-//! A message is acked only after its event was delivered to at least one
-//! live subscriber of the topic. The bus cannot tell: `EventBus::publish`
-//! returns the number of broadcast receivers of *any* topic (their topic
-//! filter runs on the receiving side, after the count), routed
-//! subscriptions — the kind astridd gives capsules — are not counted at
-//! all, and `routed_subscription_count` is a total over all topics. So
-//! subscribers register in a [`Listeners`] registry, by topic pattern, for
-//! as long as their bus subscription lives; the adapter publishes only while
-//! a registration matches the topic and keeps the registry locked for the
-//! (synchronous) publish, so that registration — and the subscription it
-//! stands for — lives through the whole publish: the subscription holds the
-//! event. A subscriber of another topic, or one that did not register,
-//! does not count. ([`DeliveryCheck::PublishOnly`] turns the check off for a
-//! daemon that cannot register its capsule's subscription yet.)
+//! Events are delivered one at a time, in stream order, through the bus's
+//! reserved lane (`EventBus::reserve_publication`, then `publish`), which
+//! waits for room in the queue of every capsule that handles the topic and
+//! refuses the commit when the capsule generation retired meanwhile (the
+//! same event is then tried again). A message is acked once its event was
+//! committed — or, with [`AdapterConfig::capsule_acks`], once the capsule
+//! acknowledged it.
 //!
-//! While no listener is registered — a capsule reload — nothing is
-//! published and nothing is acked. The consumer keeps the messages it holds
-//! alive with in-progress acks (`+WPI`) every `ack_wait / 3`, so the server
-//! does not redeliver them; it hands out at most `max_ack_pending`, and the
-//! rest wait in the stream. The task sleeps on the registry's change
-//! notification, and when a listener is back it delivers everything, in
-//! stream order, acking each event after its delivery.
+//! The lane alone loses events while no generation is live and does not
+//! cover capsules that poll a subscription, so by default
+//! ([`DeliveryCheck::HostSignals`]) the adapter follows the kernel's
+//! `astrid.v1.capsules_loaded` and `astrid.v1.health.failed` (see [`host`]):
+//! it holds events unacked while the capsule is not loaded, and after a
+//! reload delivers again what it handed over within
+//! [`AdapterConfig::replay_window`] before the old generation went away —
+//! bounded, counted duplicates instead of silent loss; each event keeps its
+//! `payload.id`. [`DeliveryCheck::RequireListener`] instead requires a
+//! [`Listeners`] lease (hosts whose subscriptions are live when registered),
+//! [`DeliveryCheck::PublishOnly`] nothing.
+//!
+//! While the adapter holds events, the consumer keeps them alive with
+//! in-progress acks (`+WPI`) every `ack_wait / 3`, so the server does not
+//! redeliver them; it hands out at most `max_ack_pending`, and the rest wait
+//! in the stream.
 //!
 //! A redelivery of an event already delivered (its ack was lost) and a
 //! second publication of the same Discord dispatch (`Nats-Msg-Id`
@@ -117,9 +108,13 @@
 //! * [`config`] — [`AdapterConfig`], [`Mode`], [`DeliveryCheck`];
 //! * [`map`] — pure: payload + headers → `AstridEvent`;
 //! * [`dedupe`] — pure: the delivered-events window;
-//! * [`listeners`] — who listens, and the delivery proof;
-//! * `deliver` — one publish and its outcome;
-//! * `pump` — the ordered hold shared by both modes;
+//! * [`listeners`] — leases, for [`DeliveryCheck::RequireListener`];
+//! * [`host`] — the kernel's signals and what they mean for delivery;
+//! * `deliver` — one reserved-lane attempt and its outcome;
+//! * `pump` — the ordered hold, replay set and capsule acks;
+//! * `handover` — when each event was handed over, for replays;
+//! * `driver` — the event loop shared by both modes;
+//! * `status` — the gateway status relay;
 //! * `setup`, `consumer` — the durable JetStream consumer;
 //! * `core_mode` — the core-NATS subscription;
 //! * [`replay`] — ephemeral ordered replays;
@@ -133,13 +128,17 @@ mod consumer;
 mod core_mode;
 pub mod dedupe;
 mod deliver;
+mod driver;
 mod error;
+mod handover;
+pub mod host;
 pub mod listeners;
 pub mod map;
 mod pump;
 pub mod replay;
 mod setup;
 mod stats;
+mod status;
 
 pub use adapter::{Adapter, AdapterHandle};
 pub use config::{AdapterConfig, DeliveryCheck, Mode};

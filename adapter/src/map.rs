@@ -3,7 +3,7 @@
 //! besides the timestamps `astrid-events` stamps itself.
 //!
 //! The event is built exactly as the original in-process proxy would have
-//! built it (DESIGN §6): `AstridEvent::Ipc { metadata:
+//! built it: `AstridEvent::Ipc { metadata:
 //! EventMetadata::new("discord-gateway"), message: IpcMessage::new(
 //! Topic::from_raw("{prefix}.agent.events"), IpcPayload::Custom { data },
 //! source_id) }`, `principal` left `None` so the event is a system event that
@@ -23,7 +23,7 @@ use uuid::Uuid;
 /// `EventMetadata::source` of every emitted event.
 pub const EVENT_SOURCE: &str = "discord-gateway";
 
-/// The bridge's headers (DESIGN §5.3), for dedupe and structured logs.
+/// The bridge's headers, for dedupe and structured logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnvelopeMeta {
     /// `Nats-Msg-Id`: `{session_id}:{seq}`.
@@ -118,6 +118,14 @@ pub fn ipc_event(
     }
 }
 
+/// The event's `payload.id` (the Discord message or interaction id): the
+/// same on every delivery of the event, so a capsule can drop repeats and
+/// acknowledge by it.
+#[must_use]
+pub fn payload_id(data: &Value) -> Option<String> {
+    data.get("payload")?.get("id")?.as_str().map(str::to_owned)
+}
+
 /// Compact JSON length of `value`, without allocating the text.
 fn json_len(value: &Value) -> usize {
     struct Count(usize);
@@ -187,6 +195,13 @@ mod tests {
             "x".repeat(MAX_SUBSCRIPTION_BUDGET_BYTES - TOPIC.len() - 2)
         );
         assert!(decode(TOPIC, fits.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn the_payload_id_identifies_an_event() {
+        let v: Value = serde_json::from_str(r#"{"type":"message","payload":{"id":"77"}}"#).unwrap();
+        assert_eq!(payload_id(&v).as_deref(), Some("77"));
+        assert_eq!(payload_id(&Value::from(1)), None);
     }
 
     #[test]

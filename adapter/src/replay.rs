@@ -10,7 +10,8 @@
 //!
 //! Replays are deliberate, so they bypass the de-duplication of the live
 //! relay (and do not feed it): every stored event in range is emitted again.
-//! They wait for a listener like live events do. A replayed event has the
+//! They wait while the relay holds (the capsule is away), through the same
+//! reserved lane; they do not enter the reload replay window. A replayed event has the
 //! live shape except `EventMetadata::correlation_id`, which is the replay's
 //! id ([`ReplayReport::id`]) so host-side observers can tell replays apart;
 //! the capsule's `IpcMessage` is identical.
@@ -25,7 +26,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::deliver::{Deliverer, Outcome};
+use crate::deliver::Deliverer;
 use crate::error::AdapterError;
 use crate::map;
 use crate::setup;
@@ -105,6 +106,7 @@ pub struct Replayer {
     pub(crate) subject: String,
     pub(crate) deliverer: Arc<Deliverer>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) deliverable: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Replayer {
@@ -230,15 +232,23 @@ impl Replayer {
         id: Uuid,
         cancel: &CancellationToken,
     ) -> Result<(), AdapterError> {
-        loop {
-            match self.deliverer.try_deliver(data, Some(id)) {
-                Outcome::Delivered => return Ok(()),
-                Outcome::NoListener => {
-                    if !self.deliverer.wait_for_listener(cancel).await {
-                        return Err(AdapterError::Cancelled);
-                    }
-                }
-            }
+        // Like live events, wait while the relay holds (the capsule is away).
+        let mut deliverable = self.deliverable.clone();
+        tokio::select! {
+            () = cancel.cancelled() => return Err(AdapterError::Cancelled),
+            ready = deliverable.wait_for(|may| *may) => if ready.is_err() {
+                return Err(AdapterError::Cancelled);
+            },
+        }
+        if self.deliverer.deliver_until(data, Some(id), cancel).await {
+            Ok(())
+        } else if cancel.is_cancelled() {
+            Err(AdapterError::Cancelled)
+        } else {
+            Err(AdapterError::replay(
+                "the capsule dispatcher cannot represent a stored event",
+                None,
+            ))
         }
     }
 }

@@ -18,8 +18,26 @@ pub struct Stats {
     pub held: u64,
     /// In-progress acks sent to keep held events from being redelivered.
     pub kept_alive: u64,
-    /// Events emitted by replays.
+    /// Events emitted by replays on request.
     pub replayed: u64,
+    /// Events delivered again after a capsule reload (the replay window, or
+    /// events the capsule had not acknowledged): the duplicates a reload
+    /// can cost, at most.
+    pub redelivered: u64,
+    /// Reload replays started.
+    pub replays: u64,
+    /// The most events one reload replay delivered again: what was handed
+    /// over within the replay window before the generation went away.
+    pub largest_replay: u64,
+    /// Reservations the bus refused (`Closed`, `SelfDependency`) and that
+    /// were retried.
+    pub refused: u64,
+    /// Events acked on the capsule's own acknowledgement.
+    pub capsule_acked: u64,
+    /// Capsule acks: delivered events waiting for the capsule's word.
+    pub awaiting: u64,
+    /// Gateway status messages relayed onto the bus.
+    pub status_relayed: u64,
 }
 
 /// The live counters behind [`Stats`].
@@ -32,6 +50,13 @@ pub(crate) struct Counters {
     held: AtomicU64,
     kept_alive: AtomicU64,
     replayed: AtomicU64,
+    redelivered: AtomicU64,
+    replays: AtomicU64,
+    largest_replay: AtomicU64,
+    refused: AtomicU64,
+    capsule_acked: AtomicU64,
+    awaiting: AtomicU64,
+    status_relayed: AtomicU64,
 }
 
 /// Which counter to bump.
@@ -43,6 +68,11 @@ pub(crate) enum Count {
     Dropped,
     KeptAlive,
     Replayed,
+    Redelivered,
+    Replays,
+    Refused,
+    CapsuleAcked,
+    StatusRelayed,
 }
 
 impl Counters {
@@ -54,6 +84,11 @@ impl Counters {
             Count::Dropped => &self.dropped,
             Count::KeptAlive => &self.kept_alive,
             Count::Replayed => &self.replayed,
+            Count::Redelivered => &self.redelivered,
+            Count::Replays => &self.replays,
+            Count::Refused => &self.refused,
+            Count::CapsuleAcked => &self.capsule_acked,
+            Count::StatusRelayed => &self.status_relayed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -61,6 +96,18 @@ impl Counters {
     pub(crate) fn set_held(&self, held: usize) {
         self.held
             .store(u64::try_from(held).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub(crate) fn replay_size(&self, size: usize) {
+        self.largest_replay
+            .fetch_max(u64::try_from(size).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_awaiting(&self, awaiting: usize) {
+        self.awaiting.store(
+            u64::try_from(awaiting).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -72,6 +119,13 @@ impl Counters {
             held: self.held.load(Ordering::Relaxed),
             kept_alive: self.kept_alive.load(Ordering::Relaxed),
             replayed: self.replayed.load(Ordering::Relaxed),
+            redelivered: self.redelivered.load(Ordering::Relaxed),
+            replays: self.replays.load(Ordering::Relaxed),
+            largest_replay: self.largest_replay.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            capsule_acked: self.capsule_acked.load(Ordering::Relaxed),
+            awaiting: self.awaiting.load(Ordering::Relaxed),
+            status_relayed: self.status_relayed.load(Ordering::Relaxed),
         }
     }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use astrid_discord_adapter::{Adapter, AdapterConfig};
+use astrid_discord_adapter::Adapter;
 use astrid_events::EventBus;
 use common::*;
 use discord_bridge_e2e::jetstream::payload_json;
@@ -18,12 +18,8 @@ async fn a_discord_message_reaches_the_capsule_as_the_bridge_published_it() {
     let stack = Stack::start().await;
     stack.wait_session(0).await;
     let bus = Arc::new(EventBus::new());
-    let adapter = Adapter::new(
-        stack.nats.client().await,
-        Arc::clone(&bus),
-        AdapterConfig::default(),
-    )
-    .expect("the defaults match the bridge's");
+    let adapter = Adapter::new(stack.nats.client().await, Arc::clone(&bus), leased())
+        .expect("the defaults match the bridge's");
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
 

@@ -17,7 +17,7 @@ fn core_config() -> AdapterConfig {
     AdapterConfig {
         mode: Mode::Core,
         max_ack_pending: 3,
-        ..AdapterConfig::default()
+        ..leased()
     }
 }
 
@@ -50,12 +50,8 @@ async fn next_real(capsule: &mut astrid_events::RoutedEventReceiver) -> u64 {
 async fn jetstream_mode_without_jetstream_says_what_to_do() {
     init_tracing();
     let nats = NatsServer::builder().without_jetstream().start().await;
-    let adapter = Adapter::new(
-        nats.client().await,
-        EventBus::new(),
-        AdapterConfig::default(),
-    )
-    .expect("valid config");
+    let adapter =
+        Adapter::new(nats.client().await, EventBus::new(), leased()).expect("valid config");
     let result = tokio::time::timeout(WAIT, adapter.run(CancellationToken::new()))
         .await
         .expect("fails fast instead of retrying");

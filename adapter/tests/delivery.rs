@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use astrid_discord_adapter::{AdapterConfig, EVENT_SOURCE};
+use astrid_discord_adapter::EVENT_SOURCE;
 use astrid_events::{EventBus, IpcPayload};
 use common::*;
 use discord_bridge_e2e::{NatsServer, eventually};
@@ -18,7 +18,7 @@ use uuid::Uuid;
 async fn emits_the_exact_ipc_shape_and_acks_after_delivery() {
     let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
-    let config = AdapterConfig::default();
+    let config = leased();
     let source_id = config.source_id();
     let adapter = adapter(&nats, &bus, config).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
@@ -103,7 +103,7 @@ async fn only_a_listener_of_the_topic_counts() {
 async fn bad_input_is_terminated_and_does_not_block_the_stream() {
     let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
-    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
+    let adapter = adapter(&nats, &bus, leased()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
 
@@ -145,7 +145,7 @@ async fn a_dispatch_published_twice_is_emitted_once() {
     assert!(first < again && again < last);
 
     let bus = Arc::new(EventBus::new());
-    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
+    let adapter = adapter(&nats, &bus, leased()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
 
@@ -154,5 +154,37 @@ async fn a_dispatch_published_twice_is_emitted_once() {
     let stats = handle.stats();
     assert_eq!((stats.delivered, stats.duplicates), (2, 1), "{stats:?}");
     assert!(capsule.try_recv_one().is_none());
+    handle.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn gateway_status_is_relayed_onto_the_bus() {
+    let (nats, _js) = server_with_stream().await;
+    let bus = Arc::new(EventBus::new());
+    let adapter = adapter(&nats, &bus, leased()).await;
+    let handle = adapter.spawn(CancellationToken::new());
+    let mut status = bus.subscribe_topic("astrid-discord.gateway.status");
+    let client = nats.client().await;
+    let body = serde_json::json!({"shard": [0, 1], "state": "ready"});
+    // The relay subscribes once it runs: publish until it has.
+    let got = eventually(WAIT, "a status message on the bus", || {
+        let client = client.clone();
+        let payload = body.to_string();
+        let got = status.try_recv();
+        async move {
+            if got.is_none() {
+                client
+                    .publish("astrid-discord.gateway.status", payload.into())
+                    .await
+                    .expect("publish");
+            }
+            got
+        }
+    })
+    .await;
+    let message = ipc(&got);
+    assert_eq!(message.topic.as_str(), "astrid-discord.gateway.status");
+    assert_eq!(message.payload, IpcPayload::Custom { data: body });
+    assert!(handle.stats().status_relayed >= 1);
     handle.shutdown().await.expect("clean shutdown");
 }

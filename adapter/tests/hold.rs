@@ -1,8 +1,11 @@
 //! Ack after delivery across a capsule reload: while nobody listens, events
 //! stay unacked (kept alive past `ack_wait`), and they arrive in order,
-//! exactly once, when a listener is back.
+//! exactly once, when a listener is back; and (module `reloads`) reloads in
+//! a double of astridd's dispatcher lose nothing.
 
 mod common;
+mod double;
+mod reloads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,7 +104,7 @@ async fn events_published_before_any_listener_wait_for_the_first() {
         publish(&js, n).await;
     }
     let bus = Arc::new(EventBus::new());
-    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
+    let adapter = adapter(&nats, &bus, leased()).await;
     let listeners = adapter.listeners().clone();
     let handle = adapter.spawn(CancellationToken::new());
     wait_consumer(&js, "all 3 events held", |i| {

@@ -36,7 +36,7 @@ async fn replayed(rx: &mut RoutedEventReceiver, count: usize, replay: Uuid) -> V
 async fn replay_from_a_sequence_and_from_a_time() {
     let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
-    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
+    let adapter = adapter(&nats, &bus, leased()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
     let mut seqs = Vec::new();
@@ -122,7 +122,7 @@ async fn a_replay_waits_for_a_listener_and_can_be_cancelled() {
     let (nats, js) = server_with_stream().await;
     let seq = publish(&js, 1).await;
     let bus = Arc::new(EventBus::new());
-    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
+    let adapter = adapter(&nats, &bus, leased()).await;
     let listeners = adapter.listeners().clone();
     let replayer = adapter.replayer().expect("JetStream mode");
     let handle = adapter.spawn(CancellationToken::new());
@@ -163,7 +163,7 @@ async fn core_mode_has_nothing_to_replay() {
         EventBus::new(),
         AdapterConfig {
             mode: Mode::Core,
-            ..AdapterConfig::default()
+            ..leased()
         },
     )
     .expect("valid config");

@@ -96,7 +96,7 @@ async fn a_nats_restart_does_not_lose_the_place() {
     let js = nats.jetstream().await;
     create_stream(&js, Duration::from_secs(120)).await;
     let bus = Arc::new(EventBus::new());
-    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
+    let adapter = adapter(&nats, &bus, leased()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
     publish(&js, 1).await;
@@ -123,7 +123,7 @@ async fn an_adapter_started_before_the_stream_waits_for_it() {
     let nats = NatsServer::start().await;
     let js = nats.jetstream().await;
     let bus = Arc::new(EventBus::new());
-    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
+    let adapter = adapter(&nats, &bus, leased()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
 
@@ -138,7 +138,7 @@ async fn an_adapter_started_before_the_stream_waits_for_it() {
 async fn a_deleted_durable_is_recreated_after_the_last_delivered_event() {
     let (nats, js) = server_with_stream().await;
     let bus = Arc::new(EventBus::new());
-    let adapter = adapter(&nats, &bus, AdapterConfig::default()).await;
+    let adapter = adapter(&nats, &bus, leased()).await;
     let mut capsule = capsule(adapter.listeners(), &bus);
     let handle = adapter.spawn(CancellationToken::new());
     publish(&js, 1).await;

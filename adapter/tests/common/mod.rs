@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use astrid_discord_adapter::{Adapter, AdapterConfig, Listener, Listeners};
+use astrid_discord_adapter::{Adapter, AdapterConfig, DeliveryCheck, Listener, Listeners};
 use astrid_events::{AstridEvent, EventBus, IpcMessage, IpcPayload, RoutedEventReceiver};
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer;
@@ -115,12 +115,23 @@ pub async fn publish(js: &jetstream::Context, n: u64) -> u64 {
     publish_raw(js, "sess", n, message_event(n).to_string().into_bytes()).await
 }
 
-/// A test configuration: the defaults with a given `ack_wait`.
+/// The defaults, but delivering only while a [`Listeners`] lease matches:
+/// the tests of everything but astridd's own signals subscribe through the
+/// registry.
+#[must_use]
+pub fn leased() -> AdapterConfig {
+    AdapterConfig {
+        delivery_check: DeliveryCheck::RequireListener,
+        ..AdapterConfig::default()
+    }
+}
+
+/// A test configuration: [`leased`] with a given `ack_wait`.
 #[must_use]
 pub fn config(ack_wait: Duration) -> AdapterConfig {
     AdapterConfig {
         ack_wait,
-        ..AdapterConfig::default()
+        ..leased()
     }
 }
 
