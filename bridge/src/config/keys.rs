@@ -240,37 +240,21 @@ pub fn by_env(env: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.env == env)
 }
 
-/// The key that looks most like an unknown one, for "did you mean" hints.
+/// The key that looks most like an unknown one, for "did you mean" hints:
+/// first a key with the same entry name in another table (`token` or
+/// `discord.token` written under `[nats]`), then the nearest dotted key by
+/// edit distance, if at most three edits away (further than that the hint
+/// is more confusing than helpful).
 #[must_use]
 pub fn suggest(unknown: &str) -> Option<&'static Key> {
     let last = unknown.rsplit('.').next().unwrap_or(unknown);
     KEYS.iter().find(|k| k.split().1 == last).or_else(|| {
         KEYS.iter()
-            .map(|k| (distance(k.key, unknown), k))
+            .map(|k| (strsim::levenshtein(k.key, unknown), k))
             .filter(|(d, _)| *d <= 3)
             .min_by_key(|(d, _)| *d)
             .map(|(_, k)| k)
     })
-}
-
-/// Levenshtein distance, small strings only.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
