@@ -3,6 +3,29 @@
 //! The typed [`Config`] is what the rest of the bridge reads. Every key has
 //! exactly one environment variable (the table in [`keys`]); those names are a
 //! public contract (DESIGN §3.1) that deployment scripts depend on.
+//!
+//! # One mechanism: the key table
+//!
+//! [`keys::KEYS`] lists every key with its variable, its default, whether it
+//! is secret and a description. Loading is that table walked once:
+//!
+//! 1. the TOML file is parsed once into a [`toml::Table`], and each of its
+//!    entries that is not in the table is reported with a "did you mean";
+//! 2. each key takes its environment variable if set, else the file's entry,
+//!    else the table's default, and remembers which ([`Source`]);
+//! 3. each raw value is converted and checked on its own (`build.rs`), and
+//!    every problem is collected as a [`ConfigError`] naming the key, the
+//!    variable and, for a file value, the file.
+//!
+//! There is deliberately no figment here. Its typed extraction would stop at
+//! the first bad field (serde deserialises a struct until its first error)
+//! where an operator must see every problem of a deployment in one run; its
+//! type errors quote the offending value, which for `discord.token` is the
+//! token; its unknown-field check names one key without a suggestion; and its
+//! environment provider maps variables by prefix, while ours (`NATS_CREDS`,
+//! `BRIDGE_CAPSULE_ID`) are a fixed list. What was left for it was merging
+//! three layers to look every key up again, which the per-key merge above does
+//! in a dozen lines.
 
 mod build;
 pub mod gateway_url;
