@@ -15,7 +15,8 @@ pub struct Key {
     /// The environment variable that sets it; a public contract (DESIGN §3.1).
     pub env: &'static str,
     /// The default as it would be written in the environment variable;
-    /// `None` when the key is unset by default.
+    /// `None` when the key is unset by default. This is the only place a
+    /// default is written: [`super::Config::default`] is these strings loaded.
     pub default: Option<&'static str>,
     /// Whether the value must never be printed, logged or put in an error.
     pub secret: bool,
@@ -163,7 +164,7 @@ pub const KEYS: &[Key] = &[
     key(
         "nats.subject_prefix",
         "BRIDGE_CAPSULE_ID",
-        Some("astrid-discord"),
+        Some(discord_bridge_schemas::subject::DEFAULT_PREFIX),
         "subject prefix, the capsule id: events go to {prefix}.agent.events",
     ),
     key(

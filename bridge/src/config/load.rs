@@ -144,6 +144,23 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded, ConfigErrors> {
     }
 }
 
+/// The configuration with nothing set: the key table's defaults converted
+/// and checked by the same code as any other value. This is what
+/// [`Config::default`] returns, so the two cannot disagree.
+///
+/// # Errors
+/// Only if a default of the key table is itself invalid, which the tests
+/// rule out.
+pub(super) fn defaults() -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let settings = resolve(&|_| None, None);
+    let config = Builder::new(&settings, Path::new(""), &mut errors).build(false);
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
 /// One key's effective raw value, before conversion, and where it came from.
 ///
 /// Deliberately not `Debug`: the raw value of a secret key is the secret.
