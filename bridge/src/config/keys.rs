@@ -12,7 +12,8 @@ pub struct Key {
     /// Dotted key as written in the TOML file, e.g. `discord.intents`
     /// (`[discord]` table, `intents` entry).
     pub key: &'static str,
-    /// The environment variable that sets it; a public contract (DESIGN §3.1).
+    /// The environment variable that sets it; a public contract that
+    /// deployments depend on, so it is never renamed.
     pub env: &'static str,
     /// The default as it would be written in the environment variable;
     /// `None` when the key is unset by default. This is the only place a
@@ -287,8 +288,11 @@ mod tests {
         }
     }
 
+    /// The variables deployments already set (docker-compose.yml, the
+    /// README's configuration section): renaming one would break them
+    /// silently, because a variable nobody reads is simply ignored.
     #[test]
-    fn the_public_contract_of_design_3_1() {
+    fn the_public_contract_of_environment_names() {
         let contract = [
             ("discord.token", "DISCORD_BOT_TOKEN"),
             ("discord.intents", "DISCORD_GATEWAY_INTENTS"),

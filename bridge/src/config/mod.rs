@@ -2,7 +2,8 @@
 //!
 //! The typed [`Config`] is what the rest of the bridge reads. Every key has
 //! exactly one environment variable (the table in [`keys`]); those names are a
-//! public contract (DESIGN §3.1) that deployment scripts depend on.
+//! public contract: deployment scripts, `docker-compose.yml` and the README's
+//! configuration section use them, so a key is never renamed, only added.
 //!
 //! # One mechanism: the key table
 //!
