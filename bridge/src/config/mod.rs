@@ -26,7 +26,7 @@
 //! environment provider maps variables by prefix, while ours (`NATS_CREDS`,
 //! `BRIDGE_CAPSULE_ID`) are a fixed list. What was left for it was merging
 //! three layers to look every key up again, which the per-key merge above does
-//! in a dozen lines.
+//! in one short loop (`resolve` in `load.rs`).
 //!
 //! Each default lives in the key table only: [`Config::default`] is the
 //! loader run with no file and an empty environment, so the defaults the
