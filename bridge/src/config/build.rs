@@ -1,19 +1,22 @@
-//! From merged figment values to a typed [`Config`], collecting every problem.
+//! From merged raw values to a typed [`Config`], collecting every problem.
 //!
 //! Each key is parsed on its own, so one bad value never hides another; the
 //! rules that involve several keys (user and password, backoff base and max,
 //! the gateway URL and `allow_insecure_gateway`) run only on values that
 //! parsed, so one mistake is reported once.
+//!
+//! Nothing here knows a default: a key that is unset everywhere takes the
+//! key table's default as its raw value (see [`super::load`]), and
+//! [`Config::default`] is this builder run on those defaults alone.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
-use figment::value::Value;
+use toml::Value;
 
 use super::gateway_url::check_gateway_url;
-use super::keys::{self, Key};
-use super::load::Source;
+use super::keys;
+use super::load::{Setting, Source};
 use super::render::redact_url;
 use super::rules::{check_event_name, check_nats_url, check_stream_name, check_token};
 use super::value;
@@ -31,32 +34,37 @@ pub(super) const MIN_FRAME_BYTES: u64 = 64 * 1024;
 pub(super) const MIN_DUPLICATE_WINDOW_SECS: u64 = 120;
 
 pub(super) struct Builder<'a> {
-    figment: &'a Figment,
-    sources: &'a [(&'static Key, Source)],
+    settings: &'a [Setting],
     base_dir: &'a Path,
     errors: &'a mut Vec<ConfigError>,
 }
 
 impl<'a> Builder<'a> {
-    pub(super) fn new(
-        figment: &'a Figment,
-        sources: &'a [(&'static Key, Source)],
+    pub(super) const fn new(
+        settings: &'a [Setting],
         base_dir: &'a Path,
         errors: &'a mut Vec<ConfigError>,
     ) -> Self {
         Self {
-            figment,
-            sources,
+            settings,
             base_dir,
             errors,
         }
     }
 
-    pub(super) fn build(&mut self, require_token: bool) -> Config {
-        let mut config = Config::default();
-        self.discord(&mut config.discord, require_token);
-        self.nats(&mut config.nats);
-        config
+    /// The configuration, or `None` when a value is invalid; every problem
+    /// is in the error list by then (a `None` always comes with an error).
+    pub(super) fn build(&mut self, require_token: bool) -> Option<Config> {
+        let discord = self.discord(require_token);
+        let nats = self.nats();
+        Some(Config {
+            discord: discord?,
+            nats: nats?,
+        })
+    }
+
+    fn setting(&self, key: &str) -> Option<&'a Setting> {
+        self.settings.iter().find(|s| s.key.key == key)
     }
 
     /// Records a problem with `key`, saying where its value came from when
@@ -64,12 +72,7 @@ impl<'a> Builder<'a> {
     fn error(&mut self, key: &str, message: impl Into<String>) {
         let mut message = message.into();
         let env = keys::by_key(key).map_or("", |k| k.env);
-        if let Some(Source::File(path)) = self
-            .sources
-            .iter()
-            .find(|(k, _)| k.key == key)
-            .map(|(_, s)| s)
-        {
+        if let Some(Source::File(path)) = self.setting(key).map(|s| &s.source) {
             message = format!("{message} (set in {})", path.display());
         }
         self.errors.push(ConfigError {
@@ -82,8 +85,8 @@ impl<'a> Builder<'a> {
     /// The value of `key` converted by `parse`; `None` when unset or invalid
     /// (then the error is recorded).
     fn get<T>(&mut self, key: &str, parse: impl FnOnce(&Value) -> Result<T, String>) -> Option<T> {
-        let value = self.figment.find_value(key).ok()?;
-        match parse(&value) {
+        let value = self.setting(key)?.value.as_ref()?;
+        match parse(value) {
             Ok(v) => Some(v),
             Err(message) => {
                 self.error(key, message);
@@ -92,8 +95,24 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Like [`Self::get`] for a key the configuration cannot do without; the
+    /// key table gives each of them a default, so "unset" is only possible
+    /// if the table lost one, and is reported rather than papered over.
+    fn required<T>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Option<T> {
+        if self.setting(key).is_some_and(|s| s.value.is_some()) {
+            self.get(key, parse)
+        } else {
+            self.error(key, "has no value and no default");
+            None
+        }
+    }
+
     fn number(&mut self, key: &str, min: u64, why: &str) -> Option<u64> {
-        let n = self.get(key, value::unsigned)?;
+        let n = self.required(key, value::unsigned)?;
         if n < min {
             self.error(key, format!("{n} is too small: {why}"));
             return None;
@@ -133,101 +152,128 @@ impl<'a> Builder<'a> {
         Some(path)
     }
 
-    fn discord(&mut self, d: &mut DiscordConfig, require_token: bool) {
-        let token = self.get("discord.token", value::optional_string).flatten();
-        match token.map(|t| check_token(&t).map(|()| Secret::new(t))) {
-            Some(Ok(t)) => d.token = Some(t),
-            Some(Err(message)) => self.error("discord.token", message),
-            None if require_token && !self.failed("discord.token") => self.error(
-                "discord.token",
-                "missing: set DISCORD_BOT_TOKEN (or discord.token) to your bot token \
-                 (Developer Portal > your application > Bot > Reset Token)",
-            ),
-            None => {}
-        }
-        if let Some(i) = self.get("discord.intents", value::intents) {
-            d.intents = i;
-        }
-        if let Some(base) = self.get("discord.api_base", value::string) {
+    fn discord(&mut self, require_token: bool) -> Option<DiscordConfig> {
+        let raw_token = self.get("discord.token", value::optional_string).flatten();
+        let token = match raw_token.map(|t| check_token(&t).map(|()| Secret::new(t))) {
+            Some(Ok(t)) => Some(t),
+            Some(Err(message)) => {
+                self.error("discord.token", message);
+                None
+            }
+            None => {
+                if require_token && !self.failed("discord.token") {
+                    self.error(
+                        "discord.token",
+                        "missing: set DISCORD_BOT_TOKEN (or discord.token) to your bot token \
+                         (Developer Portal > your application > Bot > Reset Token)",
+                    );
+                }
+                None
+            }
+        };
+        let intents = self.required("discord.intents", value::intents);
+        let api_base = self.required("discord.api_base", |v| {
+            let base = value::string(v)?;
             let lower = base.to_ascii_lowercase();
             let rest = lower
                 .strip_prefix("https://")
                 .or_else(|| lower.strip_prefix("http://"));
             if rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/')) {
-                d.api_base = base.trim_end_matches('/').to_owned();
+                Ok(base.trim_end_matches('/').to_owned())
             } else {
-                self.error(
-                    "discord.api_base",
-                    format!("{base:?} is not an http:// or https:// URL; the default is https://discord.com/api/v10"),
-                );
+                Err(format!(
+                    "{base:?} is not an http:// or https:// URL; the default is {}",
+                    default_of("discord.api_base")
+                ))
             }
-        }
-        if let Some(b) = self.get("discord.allow_insecure_gateway", value::boolean) {
-            d.allow_insecure_gateway = b;
-        }
-        if let Some(url) = self
+        });
+        let allow_insecure_gateway =
+            self.required("discord.allow_insecure_gateway", value::boolean);
+        let gateway_url = self
             .get("discord.gateway_url", value::optional_string)
             .flatten()
-        {
-            match check_gateway_url(&url, d.allow_insecure_gateway) {
-                Ok(()) => d.gateway_url = Some(url),
-                Err(reason) => self.error(
-                    "discord.gateway_url",
-                    format!(
-                        "{reason}; use wss://gateway.discord.gg or leave it unset to ask Discord \
-                         (discord.allow_insecure_gateway / DISCORD_ALLOW_INSECURE_GATEWAY is for the simulator and tests only)"
-                    ),
-                ),
-            }
-        }
-        if let Some(c) = self.get("discord.compression", |v| {
+            .and_then(|url| {
+                // An invalid allow_insecure_gateway is reported on its own;
+                // the URL is then judged by the strict rule.
+                match check_gateway_url(&url, allow_insecure_gateway.unwrap_or(false)) {
+                    Ok(()) => Some(url),
+                    Err(reason) => {
+                        self.error(
+                            "discord.gateway_url",
+                            format!(
+                                "{reason}; use wss://gateway.discord.gg or leave it unset to ask Discord \
+                                 (discord.allow_insecure_gateway / DISCORD_ALLOW_INSECURE_GATEWAY is for the simulator and tests only)"
+                            ),
+                        );
+                        None
+                    }
+                }
+            });
+        let compression = self.required("discord.compression", |v| {
             value::string(v)?
                 .parse::<Compression>()
                 .map_err(|e| e.to_string())
-        }) {
-            d.compression = c;
-        }
-        if let Some(s) = self.get("discord.shards", |v| {
+        });
+        let shards = self.required("discord.shards", |v| {
             ShardSpec::parse(&value::string(v)?).map_err(|e| e.to_string())
-        }) {
-            d.shards = s;
-        }
-        if let Some(n) = self.size(
+        });
+        let max_frame_bytes = self.size(
             "discord.max_frame_bytes",
             MIN_FRAME_BYTES,
-            "use at least 65536 (64 KiB); Discord's payloads routinely exceed smaller caps",
-        ) {
-            d.max_frame_bytes = n;
-        }
+            &format!(
+                "use at least {MIN_FRAME_BYTES} ({} KiB); Discord's payloads routinely exceed smaller caps",
+                MIN_FRAME_BYTES / 1024
+            ),
+        );
         let base = self.number(
             "discord.backoff_base_ms",
             1,
-            "use at least 1 ms (the default is 1000)",
+            &format!(
+                "use at least 1 ms (the default is {})",
+                default_of("discord.backoff_base_ms")
+            ),
         );
         let max = self.number(
             "discord.backoff_max_ms",
             1,
-            "use at least 1 ms (the default is 60000)",
+            &format!(
+                "use at least 1 ms (the default is {})",
+                default_of("discord.backoff_max_ms")
+            ),
         );
-        if let (Some(base), Some(max)) = (base, max) {
-            if base > max {
+        let (backoff_base, backoff_max) = match (base, max) {
+            (Some(base), Some(max)) if base > max => {
                 self.error(
                     "discord.backoff_base_ms",
                     format!("{base} ms is larger than discord.backoff_max_ms ({max} ms); lower it or raise the max"),
                 );
-            } else {
-                d.backoff_base = Duration::from_millis(base);
-                d.backoff_max = Duration::from_millis(max);
+                (None, None)
             }
-        }
+            (base, max) => (
+                base.map(Duration::from_millis),
+                max.map(Duration::from_millis),
+            ),
+        };
+        Some(DiscordConfig {
+            token,
+            intents: intents?,
+            api_base: api_base?,
+            gateway_url,
+            allow_insecure_gateway: allow_insecure_gateway?,
+            compression: compression?,
+            shards: shards?,
+            max_frame_bytes: max_frame_bytes?,
+            backoff_base: backoff_base?,
+            backoff_max: backoff_max?,
+        })
     }
 
     fn failed(&self, key: &str) -> bool {
         self.errors.iter().any(|e| e.key == key)
     }
 
-    fn nats(&mut self, n: &mut NatsConfig) {
-        if let Some(urls) = self.get("nats.url", value::list) {
+    fn nats(&mut self) -> Option<NatsConfig> {
+        let urls = self.required("nats.url", value::list).and_then(|urls| {
             let bad: Vec<String> = urls
                 .iter()
                 .filter_map(|u| {
@@ -238,18 +284,20 @@ impl<'a> Builder<'a> {
                 .collect();
             if urls.is_empty() {
                 self.error("nats.url", "no URL given; use e.g. nats://127.0.0.1:4222");
+                None
             } else if !bad.is_empty() {
                 self.error("nats.url", bad.join("; "));
+                None
             } else {
-                n.urls = urls;
+                Some(urls)
             }
-        }
-        n.creds_file = self.file("nats.creds_file");
-        n.user = self.get("nats.user", value::optional_string).flatten();
-        n.password = self.secret("nats.password");
-        n.token = self.secret("nats.token");
-        n.nkey_seed = self.secret("nats.nkey_seed");
-        match (n.user.is_some(), n.password.is_some()) {
+        });
+        let creds_file = self.file("nats.creds_file");
+        let user = self.get("nats.user", value::optional_string).flatten();
+        let password = self.secret("nats.password");
+        let token = self.secret("nats.token");
+        let nkey_seed = self.secret("nats.nkey_seed");
+        match (user.is_some(), password.is_some()) {
             (true, false) if !self.failed("nats.password") => {
                 self.error(
                     "nats.password",
@@ -265,14 +313,14 @@ impl<'a> Builder<'a> {
             _ => {}
         }
         let methods: Vec<(&str, &str)> = [
-            (n.creds_file.is_some(), "nats.creds_file", "nats.creds_file"),
+            (creds_file.is_some(), "nats.creds_file", "nats.creds_file"),
             (
-                n.user.is_some() || n.password.is_some(),
+                user.is_some() || password.is_some(),
                 "nats.user/password",
                 "nats.user",
             ),
-            (n.token.is_some(), "nats.token", "nats.token"),
-            (n.nkey_seed.is_some(), "nats.nkey_seed", "nats.nkey_seed"),
+            (token.is_some(), "nats.token", "nats.token"),
+            (nkey_seed.is_some(), "nats.nkey_seed", "nats.nkey_seed"),
         ]
         .into_iter()
         .filter_map(|(set, label, key)| set.then_some((label, key)))
@@ -287,10 +335,10 @@ impl<'a> Builder<'a> {
                 ),
             );
         }
-        n.tls_ca = self.file("nats.tls_ca");
-        n.tls_cert = self.file("nats.tls_cert");
-        n.tls_key = self.file("nats.tls_key");
-        match (n.tls_cert.is_some(), n.tls_key.is_some()) {
+        let tls_ca = self.file("nats.tls_ca");
+        let tls_cert = self.file("nats.tls_cert");
+        let tls_key = self.file("nats.tls_key");
+        match (tls_cert.is_some(), tls_key.is_some()) {
             (true, false) if !self.failed("nats.tls_key") => {
                 self.error(
                     "nats.tls_key",
@@ -305,15 +353,18 @@ impl<'a> Builder<'a> {
             }
             _ => {}
         }
-        if let Some(p) = self.get("nats.subject_prefix", |v| {
+        let subject_prefix = self.required("nats.subject_prefix", |v| {
             let p = value::string(v)?;
             discord_bridge_schemas::subject::validate_prefix(&p)
                 .map(|()| p)
-                .map_err(|e| format!("subject prefix {e}; use the capsule id, e.g. astrid-discord"))
-        }) {
-            n.subject_prefix = p;
-        }
-        if let Some(mode) = self.get("nats.publish", |v| {
+                .map_err(|e| {
+                    format!(
+                        "subject prefix {e}; use the capsule id, e.g. {}",
+                        default_of("nats.subject_prefix")
+                    )
+                })
+        });
+        let publish = self.required("nats.publish", |v| {
             match value::string(v)?.to_ascii_lowercase().as_str() {
                 "jetstream" => Ok(PublishMode::JetStream),
                 "core" => Ok(PublishMode::Core),
@@ -321,52 +372,76 @@ impl<'a> Builder<'a> {
                     "{other:?} is not a publish mode; use jetstream or core"
                 )),
             }
-        }) {
-            n.publish = mode;
-        }
-        if let Some(s) = self.get("nats.stream", |v| {
+        });
+        let stream = self.required("nats.stream", |v| {
             let s = value::string(v)?;
             check_stream_name(&s).map(|()| s)
-        }) {
-            n.stream = s;
-        }
-        if let Some(events) = self.get("nats.raw_dispatch", |v| {
-            value::list(v)?
-                .into_iter()
-                .map(|e| check_event_name(&e))
-                .collect()
-        }) {
-            n.raw_dispatch = events;
-        }
-        if let Some(w) = self.number(
-            "nats.duplicate_window_secs",
-            MIN_DUPLICATE_WINDOW_SECS,
-            "use at least 120 s so JetStream recognises Discord's replays after a RESUME",
-        ) {
-            n.duplicate_window = Duration::from_secs(w);
-        }
-        if let Some(age) = self.get("nats.stream_max_age_secs", value::unsigned) {
-            n.stream_max_age = (age > 0).then(|| Duration::from_secs(age));
-        }
-        if let Some(bytes) = self.get("nats.stream_max_bytes", value::unsigned) {
-            n.stream_max_bytes = (bytes > 0).then_some(bytes);
-        }
+        });
+        // Unset (the table's default) is the empty list.
+        let raw_dispatch = self
+            .get("nats.raw_dispatch", |v| {
+                value::list(v)?
+                    .into_iter()
+                    .map(|e| check_event_name(&e))
+                    .collect()
+            })
+            .or_else(|| (!self.failed("nats.raw_dispatch")).then(Vec::new));
+        let duplicate_window = self
+            .number(
+                "nats.duplicate_window_secs",
+                MIN_DUPLICATE_WINDOW_SECS,
+                &format!(
+                    "use at least {MIN_DUPLICATE_WINDOW_SECS} s so JetStream recognises Discord's replays after a RESUME"
+                ),
+            )
+            .map(Duration::from_secs);
+        // 0 means "no limit" for both.
+        let stream_max_age = self
+            .required("nats.stream_max_age_secs", value::unsigned)
+            .map(|age| (age > 0).then(|| Duration::from_secs(age)));
+        let stream_max_bytes = self
+            .required("nats.stream_max_bytes", value::unsigned)
+            .map(|bytes| (bytes > 0).then_some(bytes));
         let positive = "use at least 1";
-        if let Some(v) = self.size("nats.buffer_events", 1, positive) {
-            n.buffer_events = v;
-        }
-        if let Some(v) = self.size("nats.buffer_bytes", 1, positive) {
-            n.buffer_bytes = v;
-        }
-        if let Some(v) = self.size("nats.max_inflight", 1, positive) {
-            n.max_inflight = v;
-        }
-        if let Some(ms) = self.number(
-            "nats.ack_timeout_ms",
-            1,
-            "use at least 1 ms (the default is 5000)",
-        ) {
-            n.ack_timeout = Duration::from_millis(ms);
-        }
+        let buffer_events = self.size("nats.buffer_events", 1, positive);
+        let buffer_bytes = self.size("nats.buffer_bytes", 1, positive);
+        let max_inflight = self.size("nats.max_inflight", 1, positive);
+        let ack_timeout = self
+            .number(
+                "nats.ack_timeout_ms",
+                1,
+                &format!(
+                    "use at least 1 ms (the default is {})",
+                    default_of("nats.ack_timeout_ms")
+                ),
+            )
+            .map(Duration::from_millis);
+        Some(NatsConfig {
+            urls: urls?,
+            creds_file,
+            user,
+            password,
+            token,
+            nkey_seed,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            subject_prefix: subject_prefix?,
+            publish: publish?,
+            stream: stream?,
+            raw_dispatch: raw_dispatch?,
+            duplicate_window: duplicate_window?,
+            stream_max_age: stream_max_age?,
+            stream_max_bytes: stream_max_bytes?,
+            buffer_events: buffer_events?,
+            buffer_bytes: buffer_bytes?,
+            max_inflight: max_inflight?,
+            ack_timeout: ack_timeout?,
+        })
     }
+}
+
+/// The key table's default of `key`, for messages that quote it.
+fn default_of(key: &str) -> &'static str {
+    keys::by_key(key).and_then(|k| k.default).unwrap_or("unset")
 }

@@ -12,10 +12,12 @@ pub struct Key {
     /// Dotted key as written in the TOML file, e.g. `discord.intents`
     /// (`[discord]` table, `intents` entry).
     pub key: &'static str,
-    /// The environment variable that sets it; a public contract (DESIGN §3.1).
+    /// The environment variable that sets it; a public contract that
+    /// deployments depend on, so it is never renamed.
     pub env: &'static str,
     /// The default as it would be written in the environment variable;
-    /// `None` when the key is unset by default.
+    /// `None` when the key is unset by default. This is the only place a
+    /// default is written: [`super::Config::default`] is these strings loaded.
     pub default: Option<&'static str>,
     /// Whether the value must never be printed, logged or put in an error.
     pub secret: bool,
@@ -163,7 +165,7 @@ pub const KEYS: &[Key] = &[
     key(
         "nats.subject_prefix",
         "BRIDGE_CAPSULE_ID",
-        Some("astrid-discord"),
+        Some(discord_bridge_schemas::subject::DEFAULT_PREFIX),
         "subject prefix, the capsule id: events go to {prefix}.agent.events",
     ),
     key(
@@ -240,37 +242,21 @@ pub fn by_env(env: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.env == env)
 }
 
-/// The key that looks most like an unknown one, for "did you mean" hints.
+/// The key that looks most like an unknown one, for "did you mean" hints:
+/// first a key with the same entry name in another table (`token` or
+/// `discord.token` written under `[nats]`), then the nearest dotted key by
+/// edit distance, if at most three edits away (further than that the hint
+/// is more confusing than helpful).
 #[must_use]
 pub fn suggest(unknown: &str) -> Option<&'static Key> {
     let last = unknown.rsplit('.').next().unwrap_or(unknown);
     KEYS.iter().find(|k| k.split().1 == last).or_else(|| {
         KEYS.iter()
-            .map(|k| (distance(k.key, unknown), k))
+            .map(|k| (strsim::levenshtein(k.key, unknown), k))
             .filter(|(d, _)| *d <= 3)
             .min_by_key(|(d, _)| *d)
             .map(|(_, k)| k)
     })
-}
-
-/// Levenshtein distance, small strings only.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -302,8 +288,11 @@ mod tests {
         }
     }
 
+    /// The variables deployments already set (docker-compose.yml, the
+    /// README's configuration section): renaming one would break them
+    /// silently, because a variable nobody reads is simply ignored.
     #[test]
-    fn the_public_contract_of_design_3_1() {
+    fn the_public_contract_of_environment_names() {
         let contract = [
             ("discord.token", "DISCORD_BOT_TOKEN"),
             ("discord.intents", "DISCORD_GATEWAY_INTENTS"),

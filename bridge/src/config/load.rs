@@ -1,17 +1,15 @@
 //! Loading: which file, which layers, and where each value came from.
 //!
-//! Three figment layers are merged, later ones winning: the defaults of the
-//! key table, the TOML file, and the environment. The environment layer is
-//! built from the key table too (each variable sets exactly its key; there is
-//! no prefix-based mapping that a stray `NATS_SOMETHING` could leak into), and
-//! it is read through an injectable lookup so that tests never touch the
-//! process environment.
+//! Three layers are merged key by key, later ones winning: the defaults of
+//! the key table, the TOML file (parsed once into a [`toml::Table`]), and the
+//! environment. The result is one raw value and one [`Source`] per key of the
+//! table, which [`super::build`] converts. The environment is read through an
+//! injectable lookup so that tests never touch the process environment.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use figment::value::{Dict, Map, Value};
-use figment::{Figment, Metadata, Profile, Provider};
+use toml::{Table, Value};
 
 use super::build::Builder;
 use super::keys::{self, KEYS, Key};
@@ -123,47 +121,84 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<Loaded, ConfigErrors> {
     let mut errors = Vec::new();
     let env = |name: &str| (opts.env)(name).filter(|v| !v.trim().is_empty());
 
-    let file = choose_file(opts, &env);
-    let file_dict = match &file {
-        Some(chosen) => read_file(chosen, &mut errors),
-        None => None,
-    };
-    let file_path = file.map(|c| c.path);
-
-    let mut figment = Figment::new().merge(Layer::new(Metadata::named(DEFAULTS), defaults()));
-    if let (Some(path), Some(dict)) = (&file_path, file_dict) {
-        check_unknown_keys(path, &dict, &mut errors);
-        figment = figment.merge(Layer::new(Metadata::from(FILE, path.as_path()), dict));
-    }
-    let mut env_dict = Dict::new();
-    for key in KEYS {
-        if let Some(value) = env(key.env) {
-            insert(&mut env_dict, key, Value::from(value));
+    let chosen = choose_file(opts, &env);
+    let table = chosen.as_ref().and_then(|c| read_file(c, &mut errors));
+    let file_path = chosen.map(|c| c.path);
+    let file = match (&file_path, &table) {
+        (Some(path), Some(table)) => {
+            check_unknown_keys(path, table, &mut errors);
+            Some(FileLayer { path, table })
         }
-    }
-    figment = figment.merge(Layer::new(Metadata::named(ENV), env_dict));
+        _ => None,
+    };
 
-    let sources: Vec<(&'static Key, Source)> = KEYS
-        .iter()
-        .map(|key| (key, source_of(&figment, key)))
-        .collect();
-    let mut builder = Builder::new(&figment, &sources, &opts.base_dir, &mut errors);
-    let config = builder.build(opts.require_token);
-
-    if errors.is_empty() {
-        Ok(Loaded {
+    let settings = resolve(&env, file.as_ref());
+    let config = Builder::new(&settings, &opts.base_dir, &mut errors).build(opts.require_token);
+    match config {
+        Some(config) if errors.is_empty() => Ok(Loaded {
             config,
             file: file_path,
-            sources,
-        })
-    } else {
-        Err(ConfigErrors(errors))
+            sources: settings.into_iter().map(|s| (s.key, s.source)).collect(),
+        }),
+        _ => Err(ConfigErrors(errors)),
     }
 }
 
-const DEFAULTS: &str = "default";
-const FILE: &str = "file";
-const ENV: &str = "environment";
+/// The configuration with nothing set: the key table's defaults converted
+/// and checked by the same code as any other value. This is what
+/// [`Config::default`] returns, so the two cannot disagree.
+///
+/// # Errors
+/// Only if a default of the key table is itself invalid, which the tests
+/// rule out.
+pub(super) fn defaults() -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let settings = resolve(&|_| None, None);
+    let config = Builder::new(&settings, Path::new(""), &mut errors).build(false);
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// One key's effective raw value, before conversion, and where it came from.
+///
+/// Deliberately not `Debug`: the raw value of a secret key is the secret.
+pub(super) struct Setting {
+    pub(super) key: &'static Key,
+    /// `None` when the key is unset everywhere and has no default.
+    pub(super) value: Option<Value>,
+    pub(super) source: Source,
+}
+
+/// The parsed configuration file and its path.
+struct FileLayer<'a> {
+    path: &'a Path,
+    table: &'a Table,
+}
+
+/// The merge, key by key: the environment variable if set, else the file's
+/// entry, else the table's default. Each variable sets exactly its key; there
+/// is no prefix-based mapping that a stray `NATS_SOMETHING` could leak into.
+fn resolve(env: &dyn Fn(&str) -> Option<String>, file: Option<&FileLayer<'_>>) -> Vec<Setting> {
+    KEYS.iter()
+        .map(|key| {
+            let (table, name) = key.split();
+            let from_file = file.and_then(|f| {
+                let value = f.table.get(table)?.as_table()?.get(name)?;
+                Some((value.clone(), Source::File(f.path.to_owned())))
+            });
+            let (value, source) = match env(key.env) {
+                Some(v) => (Some(Value::String(v)), Source::Env(key.env)),
+                None => match from_file {
+                    Some((v, source)) => (Some(v), source),
+                    None => (key.default.map(Value::from), Source::Default),
+                },
+            };
+            Setting { key, value, source }
+        })
+        .collect()
+}
 
 /// The chosen file, and whether its absence is an error.
 struct Chosen {
@@ -203,7 +238,7 @@ fn file_error(path: &Path, message: String) -> ConfigError {
 /// Reads and parses the file; TOML errors are reduced to their position and
 /// description, because the parser's own report quotes the offending line,
 /// which may hold a token.
-fn read_file(chosen: &Chosen, errors: &mut Vec<ConfigError>) -> Option<Dict> {
+fn read_file(chosen: &Chosen, errors: &mut Vec<ConfigError>) -> Option<Table> {
     let path = &chosen.path;
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -225,8 +260,8 @@ fn read_file(chosen: &Chosen, errors: &mut Vec<ConfigError>) -> Option<Dict> {
             return None;
         }
     };
-    let table: toml::Table = match toml::from_str(&text) {
-        Ok(table) => table,
+    match toml::from_str(&text) {
+        Ok(table) => Some(table),
         Err(e) => {
             let at = e.span().map_or_else(String::new, |span| {
                 let before = &text[..span.start.min(text.len())];
@@ -238,16 +273,6 @@ fn read_file(chosen: &Chosen, errors: &mut Vec<ConfigError>) -> Option<Dict> {
                 path,
                 format!("not valid TOML{at}: {}", e.message().trim()),
             ));
-            return None;
-        }
-    };
-    match Value::serialize(table) {
-        Ok(Value::Dict(_, dict)) => Some(dict),
-        Ok(_) | Err(_) => {
-            errors.push(file_error(
-                path,
-                "could not be read as a TOML table".to_owned(),
-            ));
             None
         }
     }
@@ -255,7 +280,7 @@ fn read_file(chosen: &Chosen, errors: &mut Vec<ConfigError>) -> Option<Dict> {
 
 /// Reports every key of the file that is not in the table: a typo must not
 /// silently leave a default in force.
-fn check_unknown_keys(path: &Path, dict: &Dict, errors: &mut Vec<ConfigError>) {
+fn check_unknown_keys(path: &Path, table: &Table, errors: &mut Vec<ConfigError>) {
     let unknown = |key: String, what: &str| {
         let hint =
             keys::suggest(&key).map_or_else(String::new, |k| format!("; did you mean {}?", k.key));
@@ -268,77 +293,22 @@ fn check_unknown_keys(path: &Path, dict: &Dict, errors: &mut Vec<ConfigError>) {
             ),
         }
     };
-    for (table, value) in dict {
-        let known_table = KEYS.iter().any(|k| k.split().0 == table);
+    for (name, value) in table {
+        let known_table = KEYS.iter().any(|k| k.split().0 == name);
         match value {
-            Value::Dict(_, entries) if known_table => {
-                for name in entries.keys() {
-                    let dotted = format!("{table}.{name}");
+            Value::Table(entries) if known_table => {
+                for entry in entries.keys() {
+                    let dotted = format!("{name}.{entry}");
                     if keys::by_key(&dotted).is_none() {
                         errors.push(unknown(dotted, "unknown key"));
                     }
                 }
             }
             _ if known_table => errors.push(unknown(
-                table.clone(),
-                &format!("`{table}` must be a table (`[{table}]`)"),
+                name.clone(),
+                &format!("`{name}` must be a table (`[{name}]`)"),
             )),
-            _ => errors.push(unknown(table.clone(), "unknown key")),
+            _ => errors.push(unknown(name.clone(), "unknown key")),
         }
-    }
-}
-
-/// The defaults of the key table, as strings parsed like environment values.
-fn defaults() -> Dict {
-    let mut dict = Dict::new();
-    for key in KEYS {
-        if let Some(default) = key.default {
-            insert(&mut dict, key, Value::from(default));
-        }
-    }
-    dict
-}
-
-fn insert(dict: &mut Dict, key: &Key, value: Value) {
-    let (table, name) = key.split();
-    let entry = dict
-        .entry(table.to_owned())
-        .or_insert_with(|| Value::from(Dict::new()));
-    if let Value::Dict(_, inner) = entry {
-        inner.insert(name.to_owned(), value);
-    }
-}
-
-fn source_of(figment: &Figment, key: &'static Key) -> Source {
-    match figment.find_metadata(key.key) {
-        Some(meta) if meta.name == ENV => Source::Env(key.env),
-        Some(meta) if meta.name == FILE => meta
-            .source
-            .as_ref()
-            .and_then(figment::Source::file_path)
-            .map_or(Source::Default, |p| Source::File(p.to_owned())),
-        _ => Source::Default,
-    }
-}
-
-/// One figment layer: a dictionary and the metadata that names its origin.
-struct Layer {
-    metadata: Metadata,
-    dict: Dict,
-}
-
-impl Layer {
-    const fn new(metadata: Metadata, dict: Dict) -> Self {
-        Self { metadata, dict }
-    }
-}
-
-impl Provider for Layer {
-    fn metadata(&self) -> Metadata {
-        self.metadata.clone()
-    }
-
-    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        Ok(Profile::Default.collect(self.dict.clone()))
     }
 }

@@ -2,7 +2,36 @@
 //!
 //! The typed [`Config`] is what the rest of the bridge reads. Every key has
 //! exactly one environment variable (the table in [`keys`]); those names are a
-//! public contract (DESIGN §3.1) that deployment scripts depend on.
+//! public contract: deployment scripts, `docker-compose.yml` and the README's
+//! configuration section use them, so a key is never renamed, only added.
+//!
+//! # One mechanism: the key table
+//!
+//! [`keys::KEYS`] lists every key with its variable, its default, whether it
+//! is secret and a description. Loading is that table walked once:
+//!
+//! 1. the TOML file is parsed once into a [`toml::Table`], and each of its
+//!    entries that is not in the table is reported with a "did you mean";
+//! 2. each key takes its environment variable if set, else the file's entry,
+//!    else the table's default, and remembers which ([`Source`]);
+//! 3. each raw value is converted and checked on its own (`build.rs`), and
+//!    every problem is collected as a [`ConfigError`] naming the key, the
+//!    variable and, for a file value, the file.
+//!
+//! There is deliberately no figment here. Its typed extraction would stop at
+//! the first bad field (serde deserialises a struct until its first error)
+//! where an operator must see every problem of a deployment in one run; its
+//! type errors quote the offending value, which for `discord.token` is the
+//! token; its unknown-field check names one key without a suggestion; and its
+//! environment provider maps variables by prefix, while ours (`NATS_CREDS`,
+//! `BRIDGE_CAPSULE_ID`) are a fixed list. What was left for it was merging
+//! three layers to look every key up again, which the per-key merge above does
+//! in one short loop (`resolve` in `load.rs`).
+//!
+//! Each default lives in the key table only: [`Config::default`] is the
+//! loader run with no file and an empty environment, so the defaults the
+//! README documents, `check-config` prints and the bridge runs with are one
+//! set of values.
 
 mod build;
 pub mod gateway_url;
@@ -29,7 +58,7 @@ use crate::gateway::{Intents, ShardSpec};
 use crate::secret::Secret;
 
 /// The whole configuration, validated.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The Discord side.
     pub discord: DiscordConfig,
@@ -112,11 +141,11 @@ pub struct NatsConfig {
     pub ack_timeout: Duration,
 }
 
-/// How events are published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How events are published. No `Default`: the default mode is the key
+/// table's (`nats.publish`), like every other default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishMode {
     /// JetStream publish with acks and de-duplication: at-least-once, stored.
-    #[default]
     JetStream,
     /// Core NATS publish: at-most-once, only live subscribers see it.
     Core,
@@ -133,47 +162,33 @@ impl PublishMode {
     }
 }
 
-impl Default for DiscordConfig {
+impl Default for Config {
+    /// The key table's defaults, converted and checked by the loader itself
+    /// (a load with no file and an empty environment).
+    ///
+    /// # Panics
+    /// Only if a default in [`keys::KEYS`] is itself invalid: a bug in a
+    /// constant table, which the configuration tests rule out by loading
+    /// exactly these defaults.
     fn default() -> Self {
-        Self {
-            token: None,
-            intents: Intents::default(),
-            api_base: "https://discord.com/api/v10".to_owned(),
-            gateway_url: None,
-            allow_insecure_gateway: false,
-            compression: Compression::default(),
-            shards: ShardSpec::Auto,
-            max_frame_bytes: 32 << 20,
-            backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
+        match load::defaults() {
+            Ok(config) => config,
+            Err(errors) => panic!("the key table's defaults are invalid: {errors}"),
         }
     }
 }
 
-impl Default for NatsConfig {
+impl Default for DiscordConfig {
+    /// The `discord` half of [`Config::default`].
     fn default() -> Self {
-        Self {
-            urls: vec!["nats://127.0.0.1:4222".to_owned()],
-            creds_file: None,
-            user: None,
-            password: None,
-            token: None,
-            nkey_seed: None,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
-            subject_prefix: discord_bridge_schemas::subject::DEFAULT_PREFIX.to_owned(),
-            publish: PublishMode::JetStream,
-            stream: "ASTRID_DISCORD".to_owned(),
-            raw_dispatch: Vec::new(),
-            duplicate_window: Duration::from_secs(120),
-            stream_max_age: Some(Duration::from_secs(7 * 24 * 3600)),
-            stream_max_bytes: None,
-            buffer_events: 10_000,
-            buffer_bytes: 64 << 20,
-            max_inflight: 256,
-            ack_timeout: Duration::from_secs(5),
-        }
+        Config::default().discord
+    }
+}
+
+impl Default for NatsConfig {
+    /// The `nats` half of [`Config::default`].
+    fn default() -> Self {
+        Config::default().nats
     }
 }
 

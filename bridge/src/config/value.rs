@@ -1,22 +1,23 @@
-//! Conversions from figment values to typed settings.
+//! Conversions from raw values to typed settings.
 //!
-//! TOML gives values their natural types (numbers, booleans, arrays) while the
-//! environment gives only strings, so every conversion accepts both. The
+//! A raw value is a [`toml::Value`]: the file gives values their natural
+//! types (integers, booleans, arrays) while the environment and the key
+//! table's defaults give only strings, so every conversion accepts both. The
 //! error strings never contain the value of a string, because the same
 //! conversions read secrets; callers that know a value is not secret add it.
 
-use figment::value::{Num, Value};
+use toml::Value;
 
 use crate::gateway::Intents;
 
 /// How a value's type is described in errors ("found a table").
 fn kind(value: &Value) -> &'static str {
     match value {
-        Value::String(..) | Value::Char(..) => "a string",
-        Value::Bool(..) => "a boolean",
-        Value::Num(..) => "a number",
-        Value::Empty(..) => "an empty value",
-        Value::Dict(..) => "a table",
+        Value::String(..) => "a string",
+        Value::Boolean(..) => "a boolean",
+        Value::Integer(..) | Value::Float(..) => "a number",
+        Value::Datetime(..) => "a date",
+        Value::Table(..) => "a table",
         Value::Array(..) => "a list",
     }
 }
@@ -24,8 +25,7 @@ fn kind(value: &Value) -> &'static str {
 /// A string, trimmed of surrounding whitespace.
 pub(super) fn string(value: &Value) -> Result<String, String> {
     match value {
-        Value::String(_, s) => Ok(s.trim().to_owned()),
-        Value::Char(_, c) => Ok(c.to_string()),
+        Value::String(s) => Ok(s.trim().to_owned()),
         other => Err(format!("expected a string, found {}", kind(other))),
     }
 }
@@ -38,13 +38,13 @@ pub(super) fn optional_string(value: &Value) -> Result<Option<String>, String> {
 /// `true`/`false`, also `1`/`0`, `yes`/`no`, `on`/`off` from the environment.
 pub(super) fn boolean(value: &Value) -> Result<bool, String> {
     match value {
-        Value::Bool(_, b) => Ok(*b),
-        Value::Num(_, n) => match n.to_u128_lossy() {
-            Some(0) => Ok(false),
-            Some(1) => Ok(true),
-            _ => Err("expected true or false (or 1/0), found another number".to_owned()),
-        },
-        Value::String(_, s) => match s.trim().to_ascii_lowercase().as_str() {
+        Value::Boolean(b) => Ok(*b),
+        Value::Integer(0) => Ok(false),
+        Value::Integer(1) => Ok(true),
+        Value::Integer(_) => {
+            Err("expected true or false (or 1/0), found another number".to_owned())
+        }
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(true),
             "false" | "0" | "no" | "off" => Ok(false),
             _ => Err(format!(
@@ -56,14 +56,15 @@ pub(super) fn boolean(value: &Value) -> Result<bool, String> {
     }
 }
 
-/// A non-negative integer, from a TOML integer or a decimal string.
+/// A non-negative integer, from a TOML integer or a decimal string (`_`
+/// separators allowed, as in TOML).
 pub(super) fn unsigned(value: &Value) -> Result<u64, String> {
     match value {
-        Value::Num(_, n) => num_to_u64(*n),
-        Value::String(_, s) => {
+        Value::Integer(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_owned()),
+        Value::Float(_) => Err("expected a whole number, found a fraction".to_owned()),
+        Value::String(s) => {
             let t = s.trim();
-            let digits = t.replace('_', "");
-            digits
+            t.replace('_', "")
                 .parse::<u64>()
                 .map_err(|_| format!("{t:?} is not a whole number (expected e.g. 1000)"))
         }
@@ -71,24 +72,14 @@ pub(super) fn unsigned(value: &Value) -> Result<u64, String> {
     }
 }
 
-fn num_to_u64(n: Num) -> Result<u64, String> {
-    if n.to_f64().is_some() {
-        return Err("expected a whole number, found a fraction".to_owned());
-    }
-    match n.to_u128_lossy() {
-        Some(v) => u64::try_from(v).map_err(|_| format!("{v} is too large")),
-        None => Err("must not be negative".to_owned()),
-    }
-}
-
 /// A list of strings: a TOML array of strings, or a comma-separated string.
 /// Empty entries are dropped.
 pub(super) fn list(value: &Value) -> Result<Vec<String>, String> {
     match value {
-        Value::Array(_, items) => items
+        Value::Array(items) => items
             .iter()
             .map(|item| match item {
-                Value::String(_, s) => Ok(s.trim().to_owned()),
+                Value::String(s) => Ok(s.trim().to_owned()),
                 other => Err(format!(
                     "expected a list of strings, found {} in the list",
                     kind(other)
@@ -96,7 +87,7 @@ pub(super) fn list(value: &Value) -> Result<Vec<String>, String> {
             })
             .filter(|r| r.as_ref().map_or(true, |s| !s.is_empty()))
             .collect(),
-        Value::String(_, s) => Ok(s
+        Value::String(s) => Ok(s
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -113,19 +104,18 @@ pub(super) fn list(value: &Value) -> Result<Vec<String>, String> {
 /// names and numbers.
 pub(super) fn intents(value: &Value) -> Result<Intents, String> {
     match value {
-        Value::Num(_, n) => {
-            let bits = num_to_u64(*n)?;
-            Intents::from_bits(bits).map_err(|e| e.to_string())
+        Value::Integer(_) | Value::Float(_) => {
+            Intents::from_bits(unsigned(value)?).map_err(|e| e.to_string())
         }
-        Value::String(_, s) => Intents::parse(s).map_err(|e| e.to_string()),
-        Value::Array(_, items) => {
+        Value::String(s) => Intents::parse(s).map_err(|e| e.to_string()),
+        Value::Array(items) => {
             let mut bits = 0;
             for item in items {
                 bits |= match item {
-                    Value::String(_, name) => {
+                    Value::String(name) => {
                         Intents::bit_of(name.trim()).map_err(|e| e.to_string())?
                     }
-                    Value::Num(_, n) => num_to_u64(*n)?,
+                    Value::Integer(_) | Value::Float(_) => unsigned(item)?,
                     other => {
                         return Err(format!(
                             "expected intent names or numbers in the list, found {}",
@@ -234,6 +224,6 @@ mod tests {
                 .contains("NOPE")
         );
         assert!(intents(&Value::from(Vec::<String>::new())).is_err());
-        assert!(intents(&Value::from(1u64 << 40)).is_err());
+        assert!(intents(&Value::from(1i64 << 40)).is_err());
     }
 }

@@ -22,6 +22,59 @@ fn defaults_are_config_default_and_come_from_default() {
     }
     assert_eq!(loaded.file, None);
     assert_eq!(loaded.config.discord.token, None);
+    // Exactly, not just key by key: every field, including those no key
+    // renders on its own.
+    assert_eq!(format!("{:?}", loaded.config), format!("{default:?}"));
+}
+
+/// The defaults are stated once, as strings in the key table; this pins what
+/// they mean once typed, and that they agree with the defaults of the types
+/// the gateway and codec use on their own.
+#[test]
+fn the_typed_defaults() {
+    assert!(super::super::load::defaults().is_ok());
+    let Config {
+        discord: d,
+        nats: n,
+    } = Config::default();
+    assert_eq!(d.token, None);
+    assert_eq!(d.intents, Intents::default());
+    assert_eq!(d.api_base, "https://discord.com/api/v10");
+    assert_eq!(d.gateway_url, None);
+    assert!(!d.allow_insecure_gateway);
+    assert_eq!(d.compression, crate::codec::Compression::default());
+    assert_eq!(d.shards, crate::gateway::ShardSpec::Auto);
+    assert_eq!(d.max_frame_bytes, 32 << 20);
+    assert_eq!(d.backoff_base, Duration::from_secs(1));
+    assert_eq!(d.backoff_max, Duration::from_secs(60));
+    assert_eq!(n.urls, ["nats://127.0.0.1:4222"]);
+    assert_eq!(
+        (&n.creds_file, &n.user, &n.tls_ca, &n.tls_cert, &n.tls_key),
+        (&None, &None, &None, &None, &None)
+    );
+    assert!(n.password.is_none() && n.token.is_none() && n.nkey_seed.is_none());
+    assert_eq!(
+        n.subject_prefix,
+        discord_bridge_schemas::subject::DEFAULT_PREFIX
+    );
+    assert_eq!(n.publish, PublishMode::JetStream);
+    assert_eq!(n.stream, "ASTRID_DISCORD");
+    assert!(n.raw_dispatch.is_empty());
+    assert_eq!(n.duplicate_window, Duration::from_secs(120));
+    assert_eq!(n.stream_max_age, Some(Duration::from_secs(7 * 24 * 3600)));
+    assert_eq!(n.stream_max_bytes, None);
+    assert_eq!(n.buffer_events, 10_000);
+    assert_eq!(n.buffer_bytes, 64 << 20);
+    assert_eq!(n.max_inflight, 256);
+    assert_eq!(n.ack_timeout, Duration::from_secs(5));
+    assert_eq!(
+        format!("{:?}", DiscordConfig::default()),
+        format!("{:?}", Config::default().discord)
+    );
+    assert_eq!(
+        format!("{:?}", NatsConfig::default()),
+        format!("{:?}", Config::default().nats)
+    );
 }
 
 #[test]

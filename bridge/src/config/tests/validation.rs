@@ -126,6 +126,69 @@ fn unknown_and_misplaced_file_keys_name_the_key_and_the_file() {
 }
 
 #[test]
+fn file_values_are_checked_like_variables_and_name_the_file() {
+    let dir = empty_dir();
+    let path = dir.path().join(DEFAULT_FILE);
+    std::fs::write(
+        &path,
+        "[discord]\ntoken = \"Bot secret-in-the-file\"\nmax_frame_bytes = -1\n\
+         allow_insecure_gateway = 2024-01-01\nbackoff_base_ms = 1.5\n\
+         [nats]\nstream = \"has.dot\"\nbuffer_events = \"lots\"\nurl = [\"nats://a\", 5]\n",
+    )
+    .unwrap();
+    let errors = errors_of(try_load(
+        &[("BRIDGE_MAX_INFLIGHT", "0")],
+        None,
+        dir.path(),
+        true,
+    ));
+    assert_eq!(
+        keys_of(&errors),
+        [
+            "discord.token",
+            "discord.allow_insecure_gateway",
+            "discord.max_frame_bytes",
+            "discord.backoff_base_ms",
+            "nats.url",
+            "nats.stream",
+            "nats.buffer_events",
+            "nats.max_inflight",
+        ]
+    );
+    let set_in = format!("(set in {})", path.display());
+    for e in &errors[..7] {
+        assert!(e.message.ends_with(&set_in), "{e}");
+    }
+    // From the environment: the variable is named, no file is.
+    assert!(!errors[7].message.contains("set in"), "{}", errors[7]);
+    assert!(
+        errors[7]
+            .to_string()
+            .starts_with("nats.max_inflight (BRIDGE_MAX_INFLIGHT): "),
+        "{}",
+        errors[7]
+    );
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("discord.token (DISCORD_BOT_TOKEN): "),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[1].message.contains("found a date"), "{}", errors[1]);
+    assert!(errors[2].message.contains("negative"), "{}", errors[2]);
+    assert!(errors[3].message.contains("fraction"), "{}", errors[3]);
+    assert!(
+        errors[4].message.contains("found a number"),
+        "{}",
+        errors[4]
+    );
+    assert!(errors[5].message.contains("\"has.dot\""), "{}", errors[5]);
+    let text = ConfigErrors(errors).to_string();
+    assert!(!text.contains("secret-in-the-file"), "{text}");
+}
+
+#[test]
 fn the_token_is_required_only_for_run_and_never_echoed() {
     assert!(env_only(&[]).is_ok());
     let dir = empty_dir();
