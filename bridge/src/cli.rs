@@ -60,6 +60,21 @@ pub enum Command {
     /// shown as <redacted>) and where the value came from: default, file or
     /// environment. Exits 0 when the configuration is valid, 2 otherwise.
     CheckConfig,
+    /// Print which process owns each shard, from NATS KV.
+    ///
+    /// For every shard of this bot with a lease or a checkpoint: its owner
+    /// (process id and host), the lease's age, and the checkpointed session
+    /// and acked seq. Needs NATS (with JetStream) and DISCORD_BOT_TOKEN (the
+    /// keys are named after a hash of it). Exits 1 when NATS cannot be read.
+    Shards(ShardsArgs),
+}
+
+/// Options of `shards`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ShardsArgs {
+    /// One JSON document instead of a table, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `demo`.

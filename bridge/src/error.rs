@@ -11,6 +11,7 @@ use crate::config::ConfigErrors;
 use crate::gateway::ShardId;
 pub use crate::io::discovery::DiscoveryError;
 pub use crate::io::nats::NatsError;
+pub use crate::io::ownership::OwnershipError;
 pub use crate::io::tasks::TaskFailure;
 
 /// Why `run` or `demo` stopped with an error.
@@ -37,6 +38,9 @@ pub enum RunError {
         /// What it means and what to do.
         message: String,
     },
+    /// Shard ownership in NATS KV could not be read (exit code 1).
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
     /// A task of the bridge died (exit code 1).
     #[error(transparent)]
     Task(#[from] TaskFailure),
@@ -57,7 +61,7 @@ impl RunError {
             Self::Config(_) => 2,
             Self::Nats(e) => e.exit_code(),
             Self::Discovery(e) => e.exit_code(),
-            Self::Fatal { .. } | Self::Task(_) | Self::Signals(_) => 1,
+            Self::Fatal { .. } | Self::Ownership(_) | Self::Task(_) | Self::Signals(_) => 1,
             #[cfg(feature = "demo")]
             Self::Demo(e) => e.exit_code(),
         }

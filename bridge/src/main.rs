@@ -31,6 +31,9 @@ fn fail(error: &dyn std::fmt::Display, code: u8) -> ExitCode {
 /// What the process does after loading its configuration.
 enum Job {
     Run,
+    Shards {
+        json: bool,
+    },
     #[cfg(feature = "demo")]
     Demo(demo::DemoOptions),
 }
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "demo")]
         Command::Demo(args) => Job::Demo(args.options()),
         Command::Run => Job::Run,
+        Command::Shards(args) => Job::Shards { json: args.json },
     };
     // The demo prints events on stdout; keep the bridge's own logs to
     // warnings unless RUST_LOG asks for more.
@@ -83,12 +87,49 @@ fn main() -> ExitCode {
             #[cfg(feature = "demo")]
             Job::Demo(options) => demo::run(loaded.config, options, shutdown).await,
             Job::Run => discord_bridge::run(loaded.config, shutdown).await,
+            Job::Shards { json } => {
+                let view = discord_bridge::shard_view(&loaded.config).await?;
+                print_shards(&view, json);
+                Ok(())
+            }
         }
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "printing the view is the command")]
+fn print_shards(view: &[discord_bridge::ShardView], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(view).unwrap_or_default());
+        return;
+    }
+    if view.is_empty() {
+        println!("no shard of this bot has a lease or a checkpoint in NATS KV");
+        return;
+    }
+    println!(
+        "{:<8} {:<40} {:>10}  {:<34} {:>10}",
+        "SHARD", "OWNER", "LEASE AGE", "SESSION", "ACKED SEQ"
+    );
+    for v in view {
+        let shard = format!("{}/{}", v.shard[0], v.shard[1]);
+        let owner = v.owner.as_ref().map_or_else(
+            || "(none: lease free)".to_owned(),
+            |o| format!("{} (pid {} on {})", o.id, o.pid, o.host),
+        );
+        let age = v.lease_age_ms.map_or_else(
+            || "-".to_owned(),
+            |ms| format!("{:.1}s", ms as f64 / 1000.0),
+        );
+        let (session, seq) = v.checkpoint.as_ref().map_or_else(
+            || ("-".to_owned(), "-".to_owned()),
+            |c| (c.session_id.clone(), c.seq.to_string()),
+        );
+        println!("{shard:<8} {owner:<40} {age:>10}  {session:<34} {seq:>10}");
     }
 }
 

@@ -100,6 +100,10 @@ pub struct StatusEvent {
     /// Wall-clock time of the transition (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    /// The bridge process that owns the shard (`host:pid:random`), when
+    /// shard ownership is coordinated in NATS KV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// A human-readable sentence describing the transition.
     pub detail: String,
 }
@@ -124,6 +128,7 @@ impl StatusEvent {
             fatal: None,
             lost: None,
             at: None,
+            owner: None,
             detail: detail.into(),
         }
     }
@@ -190,4 +195,11 @@ pub struct ShardReport {
     pub buffered: usize,
     /// The latest error message.
     pub last_error: Option<String>,
+    /// The process that owns the shard (`host:pid:random`), when ownership
+    /// is coordinated in NATS KV. Absent in the reports of older bridges.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// When this process took the shard over (RFC 3339), if it did.
+    #[serde(default)]
+    pub owned_since: Option<String>,
 }

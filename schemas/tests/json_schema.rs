@@ -176,6 +176,7 @@ fn full_status() -> StatusEvent {
     ev.fatal = Some(false);
     ev.lost = Some(SeqRange { from: 5, to: 7 });
     ev.at = Some("2026-01-01T00:00:00Z".into());
+    ev.owner = Some("host:1:0000abcd".into());
     ev
 }
 

@@ -254,6 +254,23 @@ impl<'a> Builder<'a> {
                 max.map(Duration::from_millis),
             ),
         };
+        let shard_lease = self
+            .number(
+                "discord.shard_lease_secs",
+                2,
+                "use at least 2 (a lease is renewed three times per period)",
+            )
+            .map(Duration::from_secs);
+        let reserve = self.number("discord.session_start_reserve", 0, "");
+        let session_start_reserve = reserve.and_then(|n| {
+            u32::try_from(n).map_or_else(
+                |_| {
+                    self.error("discord.session_start_reserve", format!("{n} is too large"));
+                    None
+                },
+                Some,
+            )
+        });
         Some(DiscordConfig {
             token,
             intents: intents?,
@@ -265,6 +282,8 @@ impl<'a> Builder<'a> {
             max_frame_bytes: max_frame_bytes?,
             backoff_base: backoff_base?,
             backoff_max: backoff_max?,
+            shard_lease: shard_lease?,
+            session_start_reserve: session_start_reserve?,
         })
     }
 
@@ -403,6 +422,18 @@ impl<'a> Builder<'a> {
             .required("nats.stream_max_bytes", value::unsigned)
             .map(|bytes| (bytes > 0).then_some(bytes));
         let positive = "use at least 1";
+        let stream_replicas = self.size("nats.stream_replicas", 1, "use 1, 3 or 5");
+        let stream_replicas = stream_replicas.and_then(|r| {
+            if matches!(r, 1 | 3 | 5) {
+                Some(r)
+            } else {
+                self.error(
+                    "nats.stream_replicas",
+                    format!("{r} is not a JetStream replica count: use 1, 3 or 5 (at most the cluster's size)"),
+                );
+                None
+            }
+        });
         let buffer_events = self.size("nats.buffer_events", 1, positive);
         let buffer_bytes = self.size("nats.buffer_bytes", 1, positive);
         let max_inflight = self.size("nats.max_inflight", 1, positive);
@@ -433,6 +464,7 @@ impl<'a> Builder<'a> {
             duplicate_window: duplicate_window?,
             stream_max_age: stream_max_age?,
             stream_max_bytes: stream_max_bytes?,
+            stream_replicas: stream_replicas?,
             buffer_events: buffer_events?,
             buffer_bytes: buffer_bytes?,
             max_inflight: max_inflight?,

@@ -120,6 +120,18 @@ pub const KEYS: &[Key] = &[
         "largest reconnect backoff in milliseconds",
     ),
     key(
+        "discord.shard_lease_secs",
+        "DISCORD_SHARD_LEASE_SECS",
+        Some("10"),
+        "shard ownership lease in NATS KV (JetStream mode): a standby takes over a dead owner's shard within about this long; at least 2",
+    ),
+    key(
+        "discord.session_start_reserve",
+        "DISCORD_SESSION_START_RESERVE",
+        Some("0"),
+        "IDENTIFYs are never spent when session_start_limit.remaining is at or below this; RESUMEs go on",
+    ),
+    key(
         "nats.url",
         "NATS_URL",
         Some("nats://127.0.0.1:4222"),
@@ -203,6 +215,12 @@ pub const KEYS: &[Key] = &[
         "BRIDGE_STREAM_MAX_BYTES",
         Some("0"),
         "stream max size in bytes; 0 = no limit",
+    ),
+    key(
+        "nats.stream_replicas",
+        "BRIDGE_STREAM_REPLICAS",
+        Some("1"),
+        "replicas of the stream and KV buckets the bridge creates: 1, 3 or 5 (a NATS cluster)",
     ),
     key(
         "nats.buffer_events",

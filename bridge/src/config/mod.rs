@@ -92,6 +92,11 @@ pub struct DiscordConfig {
     pub backoff_base: Duration,
     /// Largest reconnect backoff (`discord.backoff_max_ms`).
     pub backoff_max: Duration,
+    /// Shard ownership lease (`discord.shard_lease_secs`).
+    pub shard_lease: Duration,
+    /// IDENTIFYs are not spent at or below this many remaining session
+    /// starts (`discord.session_start_reserve`).
+    pub session_start_reserve: u32,
 }
 
 /// How to reach NATS and where to publish.
@@ -131,6 +136,8 @@ pub struct NatsConfig {
     pub stream_max_age: Option<Duration>,
     /// Stream max bytes; `None` is unlimited (`nats.stream_max_bytes`).
     pub stream_max_bytes: Option<u64>,
+    /// Replicas of the stream and KV buckets created (`nats.stream_replicas`).
+    pub stream_replicas: usize,
     /// Events a shard buffers while NATS is slow or away (`nats.buffer_events`).
     pub buffer_events: usize,
     /// Bytes a shard buffers while NATS is slow or away (`nats.buffer_bytes`).

@@ -24,7 +24,7 @@ pub use error::DemoError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use astrid_discord_adapter::{Adapter, AdapterConfig, Mode};
+use astrid_discord_adapter::{Adapter, AdapterConfig, DeliveryCheck, Mode};
 use astrid_events::EventBus;
 use async_nats::jetstream::{self, consumer};
 use discord_bridge_schemas::{StatusEvent, subject};
@@ -163,6 +163,9 @@ async fn pipeline(
                 PublishMode::JetStream => Mode::JetStream,
                 PublishMode::Core => Mode::Core,
             },
+            // No kernel announces capsules here: the demo's capsule leases
+            // its subscription, as a capsule host without those signals would.
+            delivery_check: DeliveryCheck::RequireListener,
             ..AdapterConfig::default()
         },
     )

@@ -55,6 +55,22 @@ pub(crate) async fn create(
         header::NATS_MESSAGE_TTL,
         HeaderValue::from(ttl.as_secs().max(1)),
     );
+    publish(js, bucket, key, headers, value).await
+}
+
+/// Writes `key` of `bucket` with `headers` (an expected revision, a TTL)
+/// and waits for the stream's ack; returns the new revision. A failed
+/// revision check is [`LeaseError::Held`].
+///
+/// # Errors
+/// The revision check failed, or the bucket did.
+pub(crate) async fn publish(
+    js: &jetstream::Context,
+    bucket: &str,
+    key: &str,
+    headers: HeaderMap,
+    value: Bytes,
+) -> Result<u64, LeaseError> {
     let subject = format!("$KV.{bucket}.{key}");
     let ack = js
         .publish_with_headers(subject, headers, value)

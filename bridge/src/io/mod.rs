@@ -17,6 +17,7 @@ pub(crate) mod identify;
 pub(crate) mod kv_lease;
 pub(crate) mod nats;
 pub(crate) mod outbox;
+pub(crate) mod ownership;
 pub(crate) mod publisher;
 pub(crate) mod shard;
 pub(crate) mod shared_floor;
@@ -25,6 +26,7 @@ pub(crate) mod supervisor;
 pub(crate) mod tasks;
 pub(crate) mod ws;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::jetstream;
@@ -42,10 +44,11 @@ use self::core_sink::CoreSink;
 use self::discovery::DiscoveryError;
 use self::identify::{IdentifyQueue, SessionStartLimit};
 use self::nats::NatsError;
+use self::ownership::Owner;
 use self::publisher::Target;
 use self::status_service::Reports;
 pub use self::supervisor::Bridge;
-use self::supervisor::ShardContext;
+use self::supervisor::{Coordination, ShardContext};
 use self::tasks::{TaskId, Tasks};
 
 /// Runs the bridge until `shutdown` is cancelled (then returns `Ok`) or it
@@ -59,6 +62,41 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Some(bridge) => bridge.wait().await,
         None => Ok(()),
     }
+}
+
+/// The shard ownership view of NATS KV, for `discord-bridge shards`.
+///
+/// # Errors
+/// No token, NATS unreachable (after the connection timeout) or without
+/// JetStream KV.
+pub async fn shard_view(config: &Config) -> Result<Vec<ownership::ShardView>, RunError> {
+    let Some(token) = config.discord.token.clone() else {
+        return Err(RunError::Config(ConfigErrors(vec![ConfigError {
+            key: "discord.token".into(),
+            env: "DISCORD_BOT_TOKEN".into(),
+            message: "is required: the shard keys are named after a hash of the bot's token".into(),
+        }])));
+    };
+    let give_up = CancellationToken::new();
+    let client = tokio::select! {
+        client = nats::connect(&config.nats, "discord-bridge shards", &give_up) => client?,
+        () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+            give_up.cancel();
+            return Err(RunError::Nats(NatsError::Unreachable {
+                servers: config.nats.urls.iter().map(|u| nats::redact(u)).collect::<Vec<_>>().join(", "),
+            }));
+        }
+    };
+    let js = jetstream::new(client);
+    let store = ownership::ShardStore::open(
+        &js,
+        &token,
+        config.discord.shard_lease,
+        config.nats.stream_replicas,
+    )
+    .await
+    .map_err(RunError::Ownership)?;
+    store.view().await.map_err(RunError::Ownership)
 }
 
 impl Bridge {
@@ -84,18 +122,41 @@ impl Bridge {
         };
         let agent_subject = subject::agent_events(&config.nats.subject_prefix);
         let mut shared_floor = None;
+        let mut store = None;
         let target = match config.nats.publish {
             PublishMode::JetStream => {
                 let js = jetstream::ContextBuilder::new()
                     .timeout(config.nats.ack_timeout)
                     .build(client.clone());
                 nats::ensure_stream(&js, &config.nats, &agent_subject).await?;
-                match shared_floor::SharedFloor::open(&js, &token, identify::IDENTIFY_FLOOR).await {
+                match shared_floor::SharedFloor::open(
+                    &js,
+                    &token,
+                    identify::IDENTIFY_FLOOR,
+                    config.nats.stream_replicas,
+                )
+                .await
+                {
                     Ok(floor) => shared_floor = Some(floor),
                     Err(e) => tracing::warn!(
                         error = %e,
                         "no shared identify floor (needs JetStream KV with per-key TTL, nats-server 2.11+); \
                          bridges sharing this bot must not identify in the same bucket at once"
+                    ),
+                }
+                match ownership::ShardStore::open(
+                    &js,
+                    &token,
+                    config.discord.shard_lease,
+                    config.nats.stream_replicas,
+                )
+                .await
+                {
+                    Ok(s) => store = Some(s),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "no shard coordination (needs JetStream KV with per-key TTL, nats-server 2.11+): \
+                         this process runs its configured shards alone, and a restart starts new sessions"
                     ),
                 }
                 Target::JetStream {
@@ -104,7 +165,10 @@ impl Bridge {
                 }
             }
             PublishMode::Core => {
-                tracing::info!("core NATS publishing: at-most-once, nothing is stored");
+                tracing::info!(
+                    "core NATS publishing: at-most-once, nothing is stored; no shard coordination \
+                     (it needs JetStream KV): this process runs its configured shards alone"
+                );
                 Target::Core(client.clone())
             }
         };
@@ -165,6 +229,18 @@ impl Bridge {
             sink,
             reports,
         };
+        let coordination = store.map(|store| {
+            let owner = Owner::this_process();
+            tracing::info!(owner = %owner.id, lease_secs = store.lease_period().as_secs(), "shard ownership coordinated in NATS KV");
+            Coordination {
+                store,
+                owner_id: Arc::from(owner.id.as_str()),
+                owner,
+                wanted: shards.clone(),
+                leases: HashMap::new(),
+            }
+        });
+        let coordinated = coordination.is_some();
         let mut bridge = Self::new(
             ctx,
             tasks,
@@ -172,9 +248,16 @@ impl Bridge {
             shutdown,
             status_stop,
             vec![sink_task, status],
+            coordination,
         );
-        for shard in shards {
-            bridge.start_shard(shard);
+        // With coordination the lease loop starts the shards it wins; its
+        // first round runs now.
+        if coordinated {
+            bridge.coordinate().await;
+        } else {
+            for shard in shards {
+                bridge.start_shard_with(shard, None);
+            }
         }
         Ok(Some(bridge))
     }

@@ -59,6 +59,15 @@ pub enum NatsError {
     /// Shutdown was requested while waiting for the server.
     #[error("cancelled while waiting for NATS")]
     Cancelled,
+    /// No server answered in time (a one-shot command, not the bridge,
+    /// which keeps retrying).
+    #[error(
+        "no NATS server answers at {servers}: check nats.url (NATS_URL) and that the server runs"
+    )]
+    Unreachable {
+        /// The servers, credentials redacted.
+        servers: String,
+    },
     /// The server has no JetStream.
     #[error(
         "JetStream is not enabled on the NATS server: start nats-server with -js (or a \
@@ -121,7 +130,10 @@ impl NatsError {
             | Self::JetStreamDisabled
             | Self::SubjectOverlap { .. }
             | Self::StreamMismatch { .. } => 2,
-            Self::Cancelled | Self::ReadStream { .. } | Self::CreateStream { .. } => 1,
+            Self::Cancelled
+            | Self::Unreachable { .. }
+            | Self::ReadStream { .. }
+            | Self::CreateStream { .. } => 1,
         }
     }
 }
@@ -311,6 +323,7 @@ fn stream_config(cfg: &NatsConfig, subject: &str) -> stream::Config {
             .stream_max_bytes
             .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
         allow_direct: true,
+        num_replicas: cfg.stream_replicas,
         ..Default::default()
     }
 }

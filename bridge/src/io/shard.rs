@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,23 @@ pub(crate) struct ShardIo {
     pub reporter: ShardReporter,
     /// Where the connection's own tasks run.
     pub tasks: Tasks,
+    /// Where the session stands, for the checkpoint in KV.
+    pub session: watch::Sender<Option<SessionMark>>,
+    /// Stamped on this shard's status events: the owning process.
+    pub owner: Option<Arc<str>>,
+}
+
+/// The session of a shard and its resume point, as the checkpoint needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionMark {
+    /// Tells this session's acks from an earlier one's.
+    pub epoch: u64,
+    /// Discord's session id.
+    pub session_id: Arc<str>,
+    /// Where to resume it.
+    pub resume_url: Option<String>,
+    /// Everything up to here is stored.
+    pub committed: u64,
 }
 
 /// How a shard stopped.
@@ -103,6 +121,8 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
         sink,
         reporter,
         tasks,
+        session: session_mark,
+        owner,
     } = io;
     let shard = machine.shard();
     let mut d = Driver {
@@ -180,7 +200,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                         if let Some(c) = conn.take() {
                             closing
                                 .retain(|h: &tokio::task::JoinHandle<Option<()>>| !h.is_finished());
-                            closing.push(c.close(code, &tasks, shard));
+                            closing.push(c.close(code, reason, &tasks, shard));
                         }
                     }
                     Action::RequestIdentify => {
@@ -208,7 +228,8 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                             committed = Some(mark);
                         }
                     }
-                    Action::Status(ev) => {
+                    Action::Status(mut ev) => {
+                        ev.owner = owner.as_deref().map(str::to_owned);
                         reporter.transition(&ev);
                         sink.status(ev);
                     }
@@ -225,6 +246,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                 });
             }
         }
+        publish_mark(&session_mark, d.machine.session());
         reporter.counters(
             d.machine.stats(),
             d.machine.session().map(|s| s.committed),
@@ -316,6 +338,35 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
             }
         }
     }
+}
+
+/// Tells the checkpoint where the session stands, when that changed; the
+/// resume URL is copied only when the session itself changed.
+fn publish_mark(
+    mark: &watch::Sender<Option<SessionMark>>,
+    session: Option<&crate::gateway::session::Session>,
+) {
+    mark.send_if_modified(|current| match (current.as_mut(), session) {
+        (Some(m), Some(s)) if m.epoch == s.epoch && Arc::ptr_eq(&m.session_id, &s.id) => {
+            let moved = m.committed != s.committed;
+            m.committed = s.committed;
+            moved
+        }
+        (_, Some(s)) => {
+            *current = Some(SessionMark {
+                epoch: s.epoch,
+                session_id: Arc::clone(&s.id),
+                resume_url: s.resume_url.clone(),
+                committed: s.committed,
+            });
+            true
+        }
+        (Some(_), None) => {
+            *current = None;
+            true
+        }
+        (None, None) => false,
+    });
 }
 
 /// The next WebSocket message, or never when there is no connection.

@@ -62,6 +62,7 @@ impl SharedFloor {
         js: &jetstream::Context,
         token: &Secret,
         floor: Duration,
+        replicas: usize,
     ) -> Result<Self, FloorError> {
         let kv = match js.get_key_value(BUCKET).await {
             Ok(kv) => kv,
@@ -72,6 +73,7 @@ impl SharedFloor {
                         .into(),
                     history: 1,
                     storage: jetstream::stream::StorageType::Memory,
+                    num_replicas: replicas,
                     max_age: Duration::from_secs(3600),
                     limit_markers: Some(Duration::from_secs(1)),
                     ..Default::default()
@@ -145,7 +147,7 @@ fn whole_seconds(floor: Duration) -> Duration {
 
 /// A stable, non-reversible id of the bot: the first 16 bytes of the token's
 /// SHA-256, in hex.
-fn token_id(token: &Secret) -> String {
+pub(crate) fn token_id(token: &Secret) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, token.expose().as_bytes());
     digest.as_ref()[..16]
         .iter()

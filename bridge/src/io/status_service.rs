@@ -116,6 +116,14 @@ impl ShardReporter {
         });
     }
 
+    /// Records that `owner` (this process) took the shard over now.
+    pub(crate) fn owned_by(&self, owner: &str) {
+        self.with(|r| {
+            r.owner = Some(owner.to_owned());
+            r.owned_since = OffsetDateTime::now_utc().format(&Rfc3339).ok();
+        });
+    }
+
     /// Copies the counters.
     pub(crate) fn counters(
         &self,

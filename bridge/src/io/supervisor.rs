@@ -9,12 +9,24 @@
 //! stop can be left behind. Every task runs under [`Tasks`]: if one panics
 //! or fails, the supervisor stops everything and [`Bridge::wait`] returns
 //! [`RunError::Task`] (exit 1) naming it.
+//!
+//! With JetStream, which shards run here is not the configuration's alone:
+//! the configured shards are the ones this process *may* run, and it runs
+//! each only while it holds that shard's lease in NATS KV
+//! ([`ownership`](super::ownership)). [`Bridge::wait`] renews the leases it
+//! holds, takes the ones that lapsed (a standby taking over a dead owner's
+//! shard), and starts a shard it took from the checkpoint its previous
+//! owner wrote, so the new connection RESUMEs. Shards are taken first come,
+//! first served: with `auto` in several processes the first one runs every
+//! shard and the others stand by.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use discord_bridge_schemas::{ShardState, StatusEvent};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -22,12 +34,14 @@ use tracing::Instrument as _;
 use super::core_sink::CoreSink;
 use super::identify::IdentifyQueue;
 use super::outbox::Outbox;
+use super::ownership::{self, Checkpoint, Lease, Owner, ShardStore};
 use super::publisher::{self, PublisherConfig, Target};
-use super::shard::{self, ShardEnd, ShardIo};
+use super::shard::{self, SessionMark, ShardEnd, ShardIo};
 use super::status_service::Reports;
 use super::tasks::{TaskError, TaskId, Tasks};
 use crate::config::Config;
 use crate::error::RunError;
+use crate::gateway::machine::Resume;
 use crate::gateway::{Machine, ShardId};
 use crate::secret::Secret;
 
@@ -38,6 +52,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long tasks that are still running after every shard stopped (close
 /// handshakes, the status publisher) may delay the end of the process.
 const STRAGGLERS: Duration = Duration::from_secs(5);
+/// A KV operation of the lease loop that takes longer counts as failed.
+const KV_TIMEOUT: Duration = Duration::from_secs(2);
+/// The checkpoint is written at most this often ("about a second behind").
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything a shard needs that the process shares.
 pub(crate) struct ShardContext {
@@ -53,7 +71,20 @@ pub(crate) struct ShardContext {
 
 struct Running {
     cancel: CancellationToken,
+    /// Cleared when the lease was lost: the unit then writes no final
+    /// checkpoint over its successor's.
+    keep_checkpoint: Arc<AtomicBool>,
     unit: JoinHandle<Option<ShardEnd>>,
+}
+
+/// Shard ownership of this process, when NATS KV coordinates it.
+pub(crate) struct Coordination {
+    pub(crate) store: ShardStore,
+    pub(crate) owner: Owner,
+    pub(crate) owner_id: Arc<str>,
+    /// The shards this process may run.
+    pub(crate) wanted: Vec<ShardId>,
+    pub(crate) leases: HashMap<ShardId, Lease>,
 }
 
 /// A running bridge: its shards, and the tasks that serve them.
@@ -68,6 +99,7 @@ pub struct Bridge {
     client: async_nats::Client,
     status_stop: CancellationToken,
     services: Vec<JoinHandle<Option<()>>>,
+    coord: Option<Coordination>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -87,9 +119,11 @@ impl Bridge {
         shutdown: CancellationToken,
         status_stop: CancellationToken,
         services: Vec<JoinHandle<Option<()>>>,
+        coord: Option<Coordination>,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
+            coord,
             ctx: Some(Arc::new(ctx)),
             tasks,
             root: CancellationToken::new(),
@@ -112,8 +146,25 @@ impl Bridge {
     }
 
     /// Starts `shard`'s task tree; `false` when it already runs or the
-    /// bridge is stopping.
-    pub fn start_shard(&mut self, shard: ShardId) -> bool {
+    /// bridge is stopping. With shard ownership in NATS KV the shard becomes
+    /// one this process may run: it starts when the lease is won (`false`
+    /// while another process holds it; it is taken when that lease lapses).
+    pub async fn start_shard(&mut self, shard: ShardId) -> bool {
+        if self.shards.contains_key(&shard) || self.root.is_cancelled() {
+            return false;
+        }
+        let Some(c) = self.coord.as_mut() else {
+            return self.start_shard_with(shard, None);
+        };
+        if !c.wanted.contains(&shard) {
+            c.wanted.push(shard);
+            c.wanted.sort_unstable();
+        }
+        self.coordinate().await;
+        self.shards.contains_key(&shard)
+    }
+
+    pub(crate) fn start_shard_with(&mut self, shard: ShardId, resume: Option<Resume>) -> bool {
         let Some(ctx) = &self.ctx else {
             return false;
         };
@@ -121,27 +172,173 @@ impl Bridge {
             return false;
         }
         let cancel = self.root.child_token();
+        let keep_checkpoint = Arc::new(AtomicBool::new(true));
+        let handover = self.coord.as_ref().map(|c| Handover {
+            store: c.store.clone(),
+            owner: Arc::clone(&c.owner_id),
+            keep: Arc::clone(&keep_checkpoint),
+        });
         let unit = self.tasks.spawn(
             TaskId::shard("shard", shard),
             run_unit(
                 Arc::clone(ctx),
                 self.tasks.clone(),
-                shard,
-                cancel.clone(),
+                Unit {
+                    shard,
+                    cancel: cancel.clone(),
+                    resume,
+                    handover,
+                },
                 self.done_tx.clone(),
             )
             .instrument(shard::span(shard)),
         );
-        self.shards.insert(shard, Running { cancel, unit });
+        self.shards.insert(
+            shard,
+            Running {
+                cancel,
+                keep_checkpoint,
+                unit,
+            },
+        );
         true
     }
 
     /// Stops `shard`'s task tree and waits until its gateway connection is
     /// closed and its publisher flushed; `None` when it was not running.
     pub async fn stop_shard(&mut self, shard: ShardId) -> Option<ShardEnd> {
+        if let Some(c) = self.coord.as_mut() {
+            c.wanted.retain(|s| *s != shard);
+        }
         let running = self.shards.remove(&shard)?;
         running.cancel.cancel();
-        running.unit.await.ok().flatten()
+        let end = running.unit.await.ok().flatten();
+        self.release(shard).await;
+        end
+    }
+
+    /// Gives up `shard`'s lease, if held, so a successor starts at once.
+    async fn release(&mut self, shard: ShardId) {
+        let Some(c) = self.coord.as_mut() else {
+            return;
+        };
+        let Some(lease) = c.leases.remove(&shard) else {
+            return;
+        };
+        match tokio::time::timeout(KV_TIMEOUT, c.store.release(lease)).await {
+            Ok(Ok(())) => tracing::info!(shard = %shard, "shard lease released"),
+            Ok(Err(e)) => {
+                tracing::warn!(shard = %shard, error = %e, "cannot release the shard lease; it expires on its own")
+            }
+            Err(_) => {
+                tracing::warn!(shard = %shard, "releasing the shard lease timed out; it expires on its own")
+            }
+        }
+    }
+
+    /// One round of the lease loop: renew what is held (stopping what can
+    /// no longer be held), take what lapsed.
+    pub(crate) async fn coordinate(&mut self) {
+        let Some(mut c) = self.coord.take() else {
+            return;
+        };
+        let mut lost = Vec::new();
+        let mut taken = Vec::new();
+        for &shard in &c.wanted {
+            if let Some(lease) = c.leases.get_mut(&shard) {
+                if !c.store.renew_due(lease) {
+                    continue;
+                }
+                match tokio::time::timeout(KV_TIMEOUT, c.store.renew(lease, &c.owner)).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
+                        tracing::error!(shard = %shard, "another process holds this shard's lease; stopping the shard here");
+                        lost.push(shard);
+                    }
+                    Ok(Err(e)) if c.store.must_stop(lease) => {
+                        tracing::error!(shard = %shard, error = %e, "cannot renew the shard lease before it expires; stopping the shard so it never runs twice");
+                        lost.push(shard);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(shard = %shard, error = %e, "cannot renew the shard lease; retrying")
+                    }
+                    Err(_) if c.store.must_stop(lease) => {
+                        tracing::error!(shard = %shard, "renewing the shard lease timed out until it nearly expired; stopping the shard so it never runs twice");
+                        lost.push(shard);
+                    }
+                    Err(_) => {
+                        tracing::warn!(shard = %shard, "renewing the shard lease timed out; retrying")
+                    }
+                }
+            } else if !self.shards.contains_key(&shard) && !self.root.is_cancelled() {
+                match tokio::time::timeout(KV_TIMEOUT, c.store.acquire(shard, &c.owner)).await {
+                    Ok(Ok(Some(lease))) => {
+                        c.leases.insert(shard, lease);
+                        taken.push(shard);
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(shard = %shard, error = %e, "cannot take the shard lease")
+                    }
+                    Err(_) => tracing::warn!(shard = %shard, "taking the shard lease timed out"),
+                }
+            }
+        }
+        for shard in lost {
+            c.leases.remove(&shard);
+            if let Some(running) = self.shards.remove(&shard) {
+                running.keep_checkpoint.store(false, Ordering::Relaxed);
+                running.cancel.cancel();
+                let _ = running.unit.await;
+            }
+            self.announce(
+                &c,
+                shard,
+                "lease_lost",
+                "this process lost the shard's lease and stopped it".to_owned(),
+            );
+        }
+        for shard in taken {
+            let checkpoint = match tokio::time::timeout(KV_TIMEOUT, c.store.checkpoint(shard)).await
+            {
+                Ok(Ok(cp)) => cp,
+                Ok(Err(e)) => {
+                    tracing::warn!(shard = %shard, error = %e, "cannot read the shard's checkpoint; starting a new session");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(shard = %shard, "reading the shard's checkpoint timed out; starting a new session");
+                    None
+                }
+            };
+            let allow_insecure = self
+                .ctx
+                .as_ref()
+                .is_some_and(|ctx| ctx.config.discord.allow_insecure_gateway);
+            let resume = checkpoint.as_ref().and_then(|cp| cp.resume(allow_insecure));
+            let detail = describe_takeover(checkpoint.as_ref(), resume.as_ref());
+            tracing::info!(shard = %shard, "{detail}");
+            if let Some(ctx) = &self.ctx {
+                ctx.reports.reporter(shard).owned_by(&c.owner_id);
+            }
+            self.announce(&c, shard, "lease_acquired", detail);
+            self.start_shard_with(shard, resume);
+        }
+        self.coord = Some(c);
+    }
+
+    /// A status event about ownership.
+    fn announce(&self, c: &Coordination, shard: ShardId, reason: &str, detail: String) {
+        let Some(ctx) = &self.ctx else {
+            return;
+        };
+        let mut ev = StatusEvent::new(ShardState::Connecting, shard.pair(), detail);
+        ev.reason = Some(reason.to_owned());
+        ev.owner = Some(c.owner_id.to_string());
+        if reason == "lease_lost" {
+            ev.state = ShardState::Disconnected;
+        }
+        ctx.sink.status(ev);
     }
 
     /// Runs until the shutdown token is cancelled (`Ok`), a task fails
@@ -153,18 +350,26 @@ impl Bridge {
     pub async fn wait(mut self) -> Result<(), RunError> {
         let mut fatal: Option<(ShardId, u16, String)> = None;
         let failed = self.tasks.failed_token();
+        let tick = self.coord.as_ref().map_or(Duration::from_secs(3600), |c| {
+            ownership::tick(c.store.lease_period())
+        });
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.shards.is_empty() && fatal.is_some() {
                 break;
             }
             tokio::select! {
+                biased;
                 () = self.shutdown.cancelled() => break,
                 () = failed.cancelled() => break,
+                _ = ticks.tick(), if self.coord.is_some() => self.coordinate().await,
                 Some((shard, end)) = self.done_rx.recv() => {
                     // A unit stopped with stop_shard has already been removed.
                     if self.shards.remove(&shard).is_none() {
                         continue;
                     }
+                    self.release(shard).await;
                     match end {
                         ShardEnd::Fatal { code, message } => {
                             tracing::error!(shard = %shard, code, "shard stopped: {message}");
@@ -195,8 +400,10 @@ impl Bridge {
     /// Stops every shard, then the process-wide tasks, in order.
     async fn stop_all(&mut self) {
         self.root.cancel();
-        for (_, running) in self.shards.drain() {
+        let stopping: Vec<_> = self.shards.drain().collect();
+        for (shard, running) in stopping {
             let _ = running.unit.await;
+            self.release(shard).await;
         }
         // The shards are gone: the last handles on the status publisher go
         // with the context, so it flushes and ends.
@@ -220,14 +427,35 @@ impl Bridge {
     }
 }
 
-/// One shard: its gateway task and its publisher, stopped in that order.
+/// What the checkpoint of a coordinated shard needs.
+struct Handover {
+    store: ShardStore,
+    owner: Arc<str>,
+    keep: Arc<AtomicBool>,
+}
+
+/// One shard to run.
+struct Unit {
+    shard: ShardId,
+    cancel: CancellationToken,
+    resume: Option<Resume>,
+    handover: Option<Handover>,
+}
+
+/// One shard: its gateway task, its publisher and its checkpoint writer,
+/// stopped in that order, so the last checkpoint holds the last ack.
 async fn run_unit(
     ctx: Arc<ShardContext>,
     tasks: Tasks,
-    shard: ShardId,
-    cancel: CancellationToken,
+    unit: Unit,
     done: mpsc::UnboundedSender<(ShardId, ShardEnd)>,
 ) -> Result<ShardEnd, TaskError> {
+    let Unit {
+        shard,
+        cancel,
+        resume,
+        handover,
+    } = unit;
     let nats = &ctx.config.nats;
     let outbox = Arc::new(Outbox::new(nats.buffer_events, nats.buffer_bytes));
     let drain = CancellationToken::new();
@@ -247,21 +475,34 @@ async fn run_unit(
         )
         .in_current_span(),
     );
+    let (marks, marks_rx) = watch::channel(None);
+    let stop_checkpoints = CancellationToken::new();
+    let owner = handover.as_ref().map(|h| Arc::clone(&h.owner));
+    let checkpoints = handover.map(|h| {
+        tasks.spawn(
+            TaskId::shard("checkpoint", shard),
+            write_checkpoints(h, shard, marks_rx, stop_checkpoints.clone()).in_current_span(),
+        )
+    });
+    let mut machine = super::machine_config(
+        &ctx.config,
+        shard,
+        ctx.token.clone(),
+        ctx.gateway_url.clone(),
+    );
+    machine.resume = resume;
     let io = ShardIo {
-        machine: Machine::new(super::machine_config(
-            &ctx.config,
-            shard,
-            ctx.token.clone(),
-            ctx.gateway_url.clone(),
-        )),
+        machine: Machine::new(machine),
         compression: ctx.config.discord.compression,
         max_payload: ctx.config.discord.max_frame_bytes,
         connect_timeout: CONNECT_TIMEOUT,
         identify: Arc::clone(&ctx.identify),
-        outbox,
+        outbox: Arc::clone(&outbox),
         sink: ctx.sink.clone(),
         reporter: ctx.reports.reporter(shard),
         tasks: tasks.clone(),
+        session: marks.clone(),
+        owner,
     };
     let gateway = tasks.spawn(
         TaskId::shard("gateway", shard),
@@ -272,6 +513,91 @@ async fn run_unit(
     let end = gateway.await.ok().flatten().unwrap_or(ShardEnd::Stopped);
     drain.cancel();
     let _ = publisher.await;
+    // What the publisher stored while draining moves the resume point once
+    // more: the final checkpoint carries it.
+    let (epoch, seq) = *outbox.acks().borrow();
+    marks.send_modify(|m| {
+        if let Some(m) = m.as_mut().filter(|m| m.epoch == epoch) {
+            m.committed = m.committed.max(seq);
+        }
+    });
+    stop_checkpoints.cancel();
+    if let Some(task) = checkpoints {
+        let _ = task.await;
+    }
     let _ = done.send((shard, end.clone()));
     Ok(end)
+}
+
+/// Writes the shard's checkpoint as its session and resume point move, at
+/// most once per [`CHECKPOINT_EVERY`], and a last time when stopped —
+/// unless the lease was lost, when the successor's checkpoint is not ours
+/// to overwrite.
+async fn write_checkpoints(
+    handover: Handover,
+    shard: ShardId,
+    mut marks: watch::Receiver<Option<SessionMark>>,
+    stop: CancellationToken,
+) -> Result<(), TaskError> {
+    let mut written: Option<SessionMark> = None;
+    let mut last_write: Option<tokio::time::Instant> = None;
+    loop {
+        let stopping = tokio::select! {
+            biased;
+            () = stop.cancelled() => true,
+            changed = marks.changed() => changed.is_err(),
+        };
+        if !stopping && let Some(at) = last_write {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep_until(at + CHECKPOINT_EVERY) => {}
+            }
+        }
+        if !handover.keep.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let current = marks.borrow_and_update().clone();
+        if let Some(mark) = current
+            && written.as_ref() != Some(&mark)
+        {
+            let checkpoint = Checkpoint {
+                session_id: mark.session_id.to_string(),
+                resume_url: mark.resume_url.clone(),
+                seq: mark.committed,
+                owner: handover.owner.to_string(),
+                at_ms: ownership::unix_ms(),
+            };
+            match tokio::time::timeout(
+                KV_TIMEOUT,
+                handover.store.write_checkpoint(shard, &checkpoint),
+            )
+            .await
+            {
+                Ok(Ok(())) => tracing::trace!(seq = mark.committed, "checkpoint written"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the shard's checkpoint"),
+                Err(_) => tracing::warn!("writing the shard's checkpoint timed out"),
+            }
+            written = Some(mark);
+            last_write = Some(tokio::time::Instant::now());
+        }
+        if stopping || stop.is_cancelled() {
+            return Ok(());
+        }
+    }
+}
+
+fn describe_takeover(checkpoint: Option<&Checkpoint>, resume: Option<&Resume>) -> String {
+    match (checkpoint, resume) {
+        (Some(cp), Some(r)) => format!(
+            "took the shard's lease; resuming session {} from seq {} (checkpoint by {})",
+            r.session_id,
+            r.seq,
+            crate::gateway::untrusted::printable(&cp.owner)
+        ),
+        (Some(cp), None) => format!(
+            "took the shard's lease; its checkpoint (by {}) is not resumable, identifying",
+            crate::gateway::untrusted::printable(&cp.owner)
+        ),
+        (None, _) => "took the shard's lease; no checkpoint, identifying".to_owned(),
+    }
 }

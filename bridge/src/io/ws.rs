@@ -41,7 +41,7 @@ const WRITER_QUEUE: usize = 256;
 #[derive(Debug)]
 enum Outgoing {
     Text(String),
-    Close(u16),
+    Close(u16, &'static str),
 }
 
 /// An open gateway connection as the shard task sees it.
@@ -164,7 +164,13 @@ impl Connection {
     /// writer only stops at it or when the queue closes, never on a
     /// cancellation of its own: a shutdown therefore always reaches Discord
     /// with the code it chose.
-    pub(crate) fn close(self, code: u16, tasks: &Tasks, shard: ShardId) -> JoinHandle<Option<()>> {
+    pub(crate) fn close(
+        self,
+        code: u16,
+        reason: &'static str,
+        tasks: &Tasks,
+        shard: ShardId,
+    ) -> JoinHandle<Option<()>> {
         let Self {
             mut reader,
             writer,
@@ -172,7 +178,7 @@ impl Connection {
             span,
             ..
         } = self;
-        let queued = writer.try_send(Outgoing::Close(code)).is_ok();
+        let queued = writer.try_send(Outgoing::Close(code, reason)).is_ok();
         let handshake = async move {
             if !queued {
                 // A full queue means the peer stopped reading: no close
@@ -222,10 +228,10 @@ async fn write_loop(
                     }
                 }
             }
-            Outgoing::Close(code) => {
+            Outgoing::Close(code, reason) => {
                 let frame = CloseFrame {
                     code: CloseCode::from(code),
-                    reason: "".into(),
+                    reason: reason.into(),
                 };
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame))))
                     .await;

@@ -1,5 +1,5 @@
 //! SIGTERM and SIGINT on the real binary (the README's Running a real bot): a clean shutdown
-//! within seconds — close frame 1000 to Discord, a `shutting_down` status,
+//! within seconds — a resumable close frame to Discord, a `shutting_down` status,
 //! every event the bridge had received stored — and exit code 0.
 
 use std::time::{Duration, Instant};
@@ -120,16 +120,17 @@ async fn signal_stops_cleanly(signal: Signal) {
         bridge.output()
     );
 
-    // Discord saw a normal closure (the session ends; the bot goes offline
-    // at once), not a connection reset in the middle of its traffic.
+    // Discord saw the shutdown close: a resumable code (never 1000/1001,
+    // which would end the session a successor RESUMEs), with its reason,
+    // not a connection reset in the middle of its traffic.
     let conns = stack.sim.connections();
     assert_eq!(conns.len(), 1, "{conns:#?}");
     let closed = stack
         .wait_sim(|s| s.connections.values().next().and_then(|c| c.closed.clone()))
         .await;
     assert_eq!(
-        (closed.by, closed.code),
-        (Closer::Client, Some(1000)),
+        (closed.by, closed.code, closed.reason.as_str()),
+        (Closer::Client, Some(4000), "shutdown"),
         "{signal:?}: {closed:?}"
     );
 }

@@ -101,8 +101,8 @@ async fn a_single_shard_stops_and_starts_while_the_process_runs() {
     stack.wait_contents(&["while shard 1 is stopped"]).await;
     assert_eq!(bridge.stop_shard(one).await, None, "already stopped");
 
-    assert!(bridge.start_shard(one));
-    assert!(!bridge.start_shard(one), "already running");
+    assert!(bridge.start_shard(one).await);
+    assert!(!bridge.start_shard(one).await, "already running");
     let second = stack
         .wait_sim(|s| {
             s.session_of(1)

@@ -11,6 +11,7 @@ mod frames;
 mod types;
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use discord_bridge_schemas::status::SeqRange;
@@ -26,7 +27,7 @@ use super::untrusted;
 use super::url::connect_url;
 
 pub use types::{
-    Action, Input, MachineConfig, OutFrame, Publish, PublishKind, SendKind, Stats, Stop,
+    Action, Input, MachineConfig, OutFrame, Publish, PublishKind, Resume, SendKind, Stats, Stop,
 };
 
 /// Close code for connections we end but whose session must stay resumable.
@@ -119,6 +120,16 @@ impl Machine {
     /// A machine that does nothing until [`Input::Start`].
     #[must_use]
     pub fn new(cfg: MachineConfig) -> Self {
+        // A handed-over session starts as if everything up to its seq had
+        // been handled here: replays at or below it are not relayed again.
+        let session = cfg.resume.as_ref().map(|r| {
+            let mut s = Session::new(Arc::clone(&r.session_id), Some(r.resume_url.clone()), 1);
+            s.last_seq = r.seq;
+            s.handled_through = r.seq;
+            s.committed = r.seq;
+            s
+        });
+        let epochs = u64::from(session.is_some());
         Self {
             raw_dispatch: cfg.raw_dispatch.iter().cloned().collect(),
             one_pass_messages: !cfg.raw_dispatch.iter().any(|t| t == "MESSAGE_CREATE"),
@@ -126,11 +137,11 @@ impl Machine {
             backoff: Backoff::new(cfg.backoff_base, cfg.backoff_max),
             cfg,
             phase: Phase::Idle,
-            session: None,
+            session,
             bot_user_id: None,
             resume_failures: 0,
             resume_connect_failures: 0,
-            epochs: 0,
+            epochs,
             last_rtt: None,
             stats: Stats::default(),
         }
@@ -637,9 +648,11 @@ impl Machine {
         if matches!(self.phase, Phase::Stopped) {
             return;
         }
+        // Never 1000/1001 here: those end the session at Discord, and a
+        // successor (this process restarted, or a standby) RESUMEs it.
         if matches!(self.phase, Phase::Open(_)) {
             out.push(Action::Close {
-                code: CLOSE_NORMAL,
+                code: CLOSE_RESUMABLE,
                 reason: "shutdown",
             });
         }

@@ -712,11 +712,16 @@ fn missing_ready_times_out() {
 }
 
 #[test]
-fn shutdown_closes_with_1000_and_stops() {
+fn shutdown_closes_resumably_and_stops() {
     let mut h = H::new();
     h.live();
     let out = h.feed(Input::Shutdown);
-    assert_eq!(close_code(&out), Some(1000));
+    // Never 1000/1001: the session stays resumable for a successor.
+    assert_eq!(close_code(&out), Some(4000));
+    assert!(out.contains(&Action::Close {
+        code: 4000,
+        reason: "shutdown"
+    }));
     assert_eq!(states(&out), [ShardState::ShuttingDown]);
     assert!(out.contains(&Action::Stop(Stop::Shutdown)));
     assert!(h.m.is_stopped());
@@ -1084,4 +1089,33 @@ fn a_busy_connection_is_not_a_zombie_but_a_silent_one_is() {
         status(&out, ShardState::Disconnected).reason.as_deref(),
         Some("zombie_connection")
     );
+}
+
+/// A shard handed over from a checkpoint RESUMEs the session at its resume
+/// URL from the checkpointed seq, and does not relay replays at or below it.
+#[test]
+fn a_handed_over_session_is_resumed_from_its_checkpoint() {
+    let mut cfg = config();
+    cfg.resume = Some(Resume {
+        session_id: "handed-over".into(),
+        resume_url: RESUME_URL.to_owned(),
+        seq: 41,
+    });
+    let mut h = H::with(cfg);
+    let out = h.feed(Input::Start);
+    let url = connect_url_of(&out).expect("connects");
+    assert!(url.starts_with(RESUME_URL), "{url}");
+    h.feed(Input::Opened);
+    let out = h.hello();
+    let resume = sent_json(&out, SendKind::Resume).expect("a RESUME, not an IDENTIFY");
+    assert_eq!(resume["d"]["session_id"], "handed-over");
+    assert_eq!(resume["d"]["seq"], 41);
+    assert!(!out.contains(&Action::RequestIdentify));
+    h.dispatch(42, "RESUMED", &json!({}));
+    assert!(h.m.is_live());
+    assert!(publishes(&h.dispatch(41, "MESSAGE_CREATE", &message(41, "1"))).is_empty());
+    let out = h.dispatch(43, "MESSAGE_CREATE", &message(43, "1"));
+    let p = publishes(&out);
+    assert_eq!(p.len(), 1);
+    assert_eq!(&*p[0].session_id, "handed-over");
 }

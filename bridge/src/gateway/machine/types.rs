@@ -46,6 +46,20 @@ pub struct MachineConfig {
     pub max_resume_connect_failures: u32,
     /// Seed of the machine's randomness (jitter); fixed in tests.
     pub seed: u64,
+    /// A session handed over by the previous owner of the shard: the first
+    /// connection RESUMEs it instead of identifying.
+    pub resume: Option<Resume>,
+}
+
+/// A session to resume, from a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// Discord's session id (validated).
+    pub session_id: Arc<str>,
+    /// Where to resume it (validated).
+    pub resume_url: String,
+    /// Everything up to here is stored: Discord replays what follows.
+    pub seq: u64,
 }
 
 impl MachineConfig {
@@ -68,6 +82,7 @@ impl MachineConfig {
             max_resume_failures: 3,
             max_resume_connect_failures: 10,
             seed: fastrand::u64(..),
+            resume: None,
         }
     }
 }
