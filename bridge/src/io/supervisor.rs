@@ -298,6 +298,7 @@ impl Bridge {
                 "this process lost the shard's lease and stopped it".to_owned(),
             );
         }
+        let mut starts = Vec::with_capacity(taken.len());
         for shard in taken {
             let checkpoint = match tokio::time::timeout(KV_TIMEOUT, c.store.checkpoint(shard)).await
             {
@@ -322,9 +323,13 @@ impl Bridge {
                 ctx.reports.reporter(shard).owned_by(&c.owner_id);
             }
             self.announce(&c, shard, "lease_acquired", detail);
+            starts.push((shard, resume));
+        }
+        // The shards' checkpoint writers need the coordination in place.
+        self.coord = Some(c);
+        for (shard, resume) in starts {
             self.start_shard_with(shard, resume);
         }
-        self.coord = Some(c);
     }
 
     /// A status event about ownership.

@@ -1,0 +1,205 @@
+//! Continuity: shard leases and session hand-off in NATS KV. A restart, a
+//! standby taking over a killed owner, several processes sharing shards and
+//! a process that cannot renew its lease — each without losing or doubling
+//! an event, and without a new IDENTIFY while Discord can still resume.
+
+use std::time::Duration;
+
+use discord_bridge_e2e::stack::{Stack, StackOptions, WAIT, test_sim_config};
+use discord_bridge_e2e::{ChildProcess, Signal};
+use discord_gateway_sim::{Closer, Outcome, SimConfig};
+
+/// Short leases keep the takeovers quick.
+const LEASE: &str = "2";
+/// A lapsed lease is taken within a lease plus a tick; the RESUME follows.
+const TAKEOVER: Duration = Duration::from_secs(8);
+
+fn spawn(stack: &Stack) -> ChildProcess {
+    stack.spawn_binary(&[], &[("DISCORD_SHARD_LEASE_SECS", LEASE)])
+}
+
+/// Waits until `bridge` took part in coordination (its first lease round
+/// ran).
+async fn coordinated(bridge: &ChildProcess) {
+    bridge
+        .wait_for_stderr("shard ownership coordinated in NATS KV", WAIT)
+        .await;
+}
+
+fn messages(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix} {i}")).collect()
+}
+
+#[tokio::test]
+async fn sigterm_then_restart_resumes_the_session_and_loses_nothing() {
+    let stack = Stack::start_idle(StackOptions::default()).await;
+    let mut first = spawn(&stack);
+    let session = stack.wait_session(0).await;
+    stack.guild_message("before the restart");
+    stack.wait_contents(&["before the restart"]).await;
+
+    first.signal(Signal::Term);
+    let status = first.wait_exit(WAIT).await;
+    assert_eq!(status.code(), Some(0), "{}", first.output());
+    let closed = stack.sim.connections()[0].closed.clone().expect("closed");
+    assert_eq!(
+        (closed.by, closed.code),
+        (Closer::Client, Some(4000)),
+        "the session stays resumable: {closed:?}"
+    );
+
+    // Discord keeps dispatching while no process is connected.
+    let gap = messages("while no bridge runs", 20);
+    for m in &gap {
+        stack.guild_message(m);
+    }
+    let mut second = spawn(&stack);
+    let resume = tokio::time::timeout(TAKEOVER, stack.wait_sim(|s| s.resumes.first().cloned()))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no RESUME:\nfirst:\n{}\nsecond:\n{}",
+                first.output(),
+                second.output()
+            )
+        });
+    assert_eq!(resume.session_id, session, "{}", second.output());
+    assert!(
+        matches!(resume.outcome, Outcome::Resumed { .. }),
+        "{resume:?}"
+    );
+    stack.wait_session(0).await;
+    stack.guild_message("after the restart");
+    let mut expected = vec!["before the restart".to_owned()];
+    expected.extend(gap);
+    expected.push("after the restart".to_owned());
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    stack.wait_contents(&expected).await;
+    assert_eq!(stack.sim.identifies().len(), 1, "no second IDENTIFY");
+    second.signal(Signal::Term);
+    assert_eq!(second.wait_exit(WAIT).await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_standby_takes_over_a_killed_owner_and_resumes_its_session() {
+    let stack = Stack::start_idle(StackOptions::default()).await;
+    let mut owner = spawn(&stack);
+    let session = stack.wait_session(0).await;
+    let mut standby = spawn(&stack);
+    coordinated(&standby).await;
+    stack.guild_message("before the crash");
+    stack.wait_contents(&["before the crash"]).await;
+    assert_eq!(
+        stack.sim.connections().len(),
+        1,
+        "the standby does not connect while the owner holds the lease"
+    );
+
+    owner.signal(Signal::Kill);
+    owner.wait_exit(WAIT).await;
+    let gap = messages("while the owner is dead", 20);
+    for m in &gap {
+        stack.guild_message(m);
+    }
+    let resume = tokio::time::timeout(TAKEOVER, stack.wait_sim(|s| s.resumes.first().cloned()))
+        .await
+        .unwrap_or_else(|_| panic!("no takeover within {TAKEOVER:?}:\n{}", standby.output()));
+    assert_eq!(resume.session_id, session);
+    stack.wait_session(0).await;
+    stack.guild_message("after the takeover");
+    let mut expected = vec!["before the crash".to_owned()];
+    expected.extend(gap);
+    expected.push("after the takeover".to_owned());
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    stack.wait_contents(&expected).await;
+    assert_eq!(
+        stack.sim.identifies().len(),
+        1,
+        "the session was handed over"
+    );
+    let took = stack
+        .wait_status("the takeover", |e| {
+            e.reason.as_deref() == Some("lease_acquired") && e.detail.contains("resuming")
+        })
+        .await;
+    assert!(took.owner.is_some(), "{took:?}");
+    standby.signal(Signal::Term);
+    assert_eq!(standby.wait_exit(WAIT).await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn processes_sharing_auto_run_every_shard_exactly_once() {
+    let stack = Stack::start_idle(StackOptions {
+        sim: SimConfig {
+            shards: 3,
+            ..test_sim_config()
+        },
+        ..StackOptions::default()
+    })
+    .await;
+    let mut bridges: Vec<ChildProcess> = (0..3).map(|_| spawn(&stack)).collect();
+    for shard in 0..3 {
+        stack.wait_session(shard).await;
+    }
+    for b in &bridges {
+        coordinated(b).await;
+    }
+    let conns = stack.sim.connections();
+    let open: Vec<_> = conns.iter().filter(|c| c.closed.is_none()).collect();
+    assert_eq!(open.len(), 3, "one connection per shard: {conns:#?}");
+    let mut shards: Vec<_> = open.iter().filter_map(|c| c.shard).collect();
+    shards.sort_unstable();
+    assert_eq!(shards, [0, 1, 2]);
+    assert_eq!(stack.sim.identifies().len(), 3, "one IDENTIFY per shard");
+    assert!(
+        stack.sim.violations().is_empty(),
+        "identify buckets respected: {:?}",
+        stack.sim.violations()
+    );
+    for b in &mut bridges {
+        b.signal(Signal::Term);
+    }
+    for b in &mut bridges {
+        assert_eq!(b.wait_exit(WAIT).await.code(), Some(0), "{}", b.output());
+    }
+}
+
+/// A process that cannot renew its lease (NATS gone longer than the lease)
+/// stops its shard before the lease can lapse, so no standby could ever run
+/// it at the same time; once NATS is back it takes the lease again and
+/// RESUMEs the session.
+#[tokio::test]
+async fn a_process_that_cannot_renew_its_lease_stops_the_shard_then_resumes() {
+    let mut stack = Stack::start_idle(StackOptions::default()).await;
+    let mut bridge = spawn(&stack);
+    let session = stack.wait_session(0).await;
+    stack.guild_message("before the outage");
+    stack.wait_contents(&["before the outage"]).await;
+    let first = stack.wait_sim(|s| s.connection_of(0).map(|c| c.id)).await;
+
+    stack.nats.stop().await;
+    let closed = stack
+        .wait_sim(|s| s.connections.get(&first).and_then(|c| c.closed.clone()))
+        .await;
+    assert_eq!(
+        (closed.by, closed.code),
+        (Closer::Client, Some(4000)),
+        "stopped resumably: {closed:?}\n{}",
+        bridge.output()
+    );
+    stack.guild_message("during the outage");
+    stack.nats.restart().await;
+
+    let resume = stack.wait_sim(|s| s.resumes.first().cloned()).await;
+    assert_eq!(resume.session_id, session, "{}", bridge.output());
+    stack.wait_session(0).await;
+    stack.guild_message("after the outage");
+    stack
+        .wait_contents(&["before the outage", "during the outage", "after the outage"])
+        .await;
+    assert_eq!(stack.sim.identifies().len(), 1);
+    let err = bridge.stderr_lines().join("\n");
+    assert!(err.contains("stopping the shard"), "{err}");
+    bridge.signal(Signal::Term);
+    assert_eq!(bridge.wait_exit(WAIT).await.code(), Some(0));
+}
