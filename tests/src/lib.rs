@@ -29,6 +29,6 @@ pub mod stack;
 pub mod wait;
 pub mod workspace;
 
-pub use nats::{NatsServer, NatsServerBuilder};
+pub use nats::{NatsCluster, NatsServer, NatsServerBuilder};
 pub use process::{ChildProcess, Signal, bridge_binary, bridge_command};
 pub use wait::{POLL_INTERVAL, eventually, eventually_sync};

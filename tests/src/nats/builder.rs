@@ -27,6 +27,16 @@ pub struct NatsServerBuilder {
     pub(super) jetstream: bool,
     pub(super) max_payload: Option<usize>,
     pub(super) auth: Auth,
+    pub(super) cluster: Option<ClusterNode>,
+}
+
+/// This server's place in a cluster (see [`super::NatsCluster`]).
+#[derive(Debug, Clone)]
+pub(super) struct ClusterNode {
+    pub(super) server_name: String,
+    pub(super) cluster_name: String,
+    pub(super) route_port: u16,
+    pub(super) peer_route_ports: Vec<u16>,
 }
 
 impl Default for NatsServerBuilder {
@@ -35,6 +45,7 @@ impl Default for NatsServerBuilder {
             jetstream: true,
             max_payload: None,
             auth: Auth::None,
+            cluster: None,
         }
     }
 }
@@ -99,6 +110,21 @@ impl NatsServerBuilder {
                     quoted(password)
                 );
             }
+        }
+        if let Some(node) = &self.cluster {
+            let routes: Vec<String> = node
+                .peer_route_ports
+                .iter()
+                .map(|p| quoted(&format!("nats-route://127.0.0.1:{p}")))
+                .collect();
+            let _ = writeln!(config, "server_name: {}", quoted(&node.server_name));
+            let _ = writeln!(
+                config,
+                "cluster {{ name: {}, listen: {}, routes: [{}] }}",
+                quoted(&node.cluster_name),
+                quoted(&format!("127.0.0.1:{}", node.route_port)),
+                routes.join(", ")
+            );
         }
         if self.jetstream {
             let store = store_dir.to_string_lossy();

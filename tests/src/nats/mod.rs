@@ -12,6 +12,7 @@
 
 mod binary;
 mod builder;
+mod cluster;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -26,6 +27,7 @@ use tempfile::TempDir;
 pub use binary::nats_server_bin;
 use builder::Auth;
 pub use builder::NatsServerBuilder;
+pub use cluster::NatsCluster;
 
 use crate::process::{Signal, send_signal, wait_child_exit};
 use crate::wait::POLL_INTERVAL;
@@ -361,7 +363,7 @@ impl Drop for NatsServer {
 
 /// A port nothing listens on right now. Racy by nature (it is released
 /// before the server binds it); [`NatsServer`] retries on a lost race.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .expect("binding 127.0.0.1:0 to find a free port")

@@ -4,6 +4,7 @@
 //! behaviour, so test names read `happy_path::…`, `signals::…`.
 
 mod close_codes;
+mod cluster;
 mod continuity;
 mod demo;
 mod discovery;
