@@ -58,6 +58,11 @@ pub(crate) struct IdentifyQueue {
     budget: Mutex<Budget>,
     /// The lease shared with other bridge processes, when NATS has one.
     shared: Option<SharedFloor>,
+    /// Session starts are not spent at or below this many left.
+    reserve: u32,
+    /// The session start budget shared with other processes, when NATS
+    /// KV has one (then `budget` is not used).
+    starts: Option<super::session_starts::SessionStarts>,
 }
 
 impl IdentifyQueue {
@@ -83,7 +88,23 @@ impl IdentifyQueue {
                 resets_at: Instant::now() + limit.reset_after,
             }),
             shared: None,
+            reserve: 0,
+            starts: None,
         }
+    }
+
+    /// Keeps `reserve` session starts unspent.
+    #[must_use]
+    pub(crate) const fn with_reserve(mut self, reserve: u32) -> Self {
+        self.reserve = reserve;
+        self
+    }
+
+    /// Counts session starts with the other processes of the bot.
+    #[must_use]
+    pub(crate) fn with_starts(mut self, starts: super::session_starts::SessionStarts) -> Self {
+        self.starts = Some(starts);
+        self
     }
 
     /// Also takes the cross-process lease before each IDENTIFY.
@@ -95,7 +116,10 @@ impl IdentifyQueue {
 
     /// Waits until `shard` may send IDENTIFY, and counts it as sent.
     pub(crate) async fn acquire(&self, shard: ShardId) {
-        loop {
+        if let Some(starts) = &self.starts {
+            starts.take(shard).await;
+        }
+        while self.starts.is_none() {
             let wait = self.take_session_start();
             let Some(until) = wait else { break };
             tracing::warn!(
@@ -130,7 +154,7 @@ impl IdentifyQueue {
             b.remaining = b.total;
             b.resets_at = now + Duration::from_secs(24 * 3600);
         }
-        if b.remaining > 0 {
+        if b.remaining > self.reserve {
             b.remaining -= 1;
             None
         } else {

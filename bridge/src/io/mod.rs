@@ -19,6 +19,7 @@ pub(crate) mod nats;
 pub(crate) mod outbox;
 pub(crate) mod ownership;
 pub(crate) mod publisher;
+pub(crate) mod session_starts;
 pub(crate) mod shard;
 pub(crate) mod shared_floor;
 pub(crate) mod status_service;
@@ -46,6 +47,7 @@ use self::identify::{IdentifyQueue, SessionStartLimit};
 use self::nats::NatsError;
 use self::ownership::Owner;
 use self::publisher::Target;
+use self::session_starts::{Refresh, SessionStarts};
 use self::status_service::Reports;
 pub use self::supervisor::Bridge;
 use self::supervisor::{Coordination, ShardContext};
@@ -212,13 +214,27 @@ impl Bridge {
                 status_stop.clone(),
             ),
         );
-        let identify = IdentifyQueue::new(limit);
-        let identify = Arc::new(match shared_floor {
-            Some(shared) => identify.with_shared(shared),
-            None => identify,
-        });
         let (sink, sink_task) =
             CoreSink::spawn(client.clone(), &config.nats.subject_prefix, &tasks);
+        let reserve = config.discord.session_start_reserve;
+        let mut identify = IdentifyQueue::new(limit).with_reserve(reserve);
+        if let Some(shared) = shared_floor {
+            identify = identify.with_shared(shared);
+        }
+        if let Some(store) = &store
+            && let Some(starts) =
+                SessionStarts::shared(store.starts_budget(), &limit, reserve).await
+        {
+            let mut starts = starts.with_sink(sink.clone());
+            if config.discord.gateway_url.is_none() {
+                starts = starts.with_refresh(Refresh {
+                    api_base: config.discord.api_base.clone(),
+                    token: token.clone(),
+                });
+            }
+            identify = identify.with_starts(starts);
+        }
+        let identify = Arc::new(identify);
         let ctx = ShardContext {
             config,
             token,

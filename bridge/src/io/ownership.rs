@@ -227,6 +227,14 @@ impl ShardStore {
         })
     }
 
+    /// Where the bot's shared session start budget lives.
+    pub(crate) fn starts_budget(&self) -> super::session_starts::SharedBudget {
+        super::session_starts::SharedBudget {
+            kv: self.kv.clone(),
+            key: format!("starts.{}", self.bot),
+        }
+    }
+
     /// The lease period.
     #[must_use]
     pub(crate) const fn lease_period(&self) -> Duration {

@@ -203,3 +203,47 @@ async fn a_process_that_cannot_renew_its_lease_stops_the_shard_then_resumes() {
     bridge.signal(Signal::Term);
     assert_eq!(bridge.wait_exit(WAIT).await.code(), Some(0));
 }
+
+/// The session start budget is Discord's, shared in KV: with none left no
+/// IDENTIFY is sent (the wait is reported with its reason), while a RESUME,
+/// which costs nothing, still works.
+#[tokio::test]
+async fn an_exhausted_session_start_limit_stops_identifies_but_not_resumes() {
+    let stack = Stack::start_with(StackOptions {
+        sim: SimConfig {
+            session_start_remaining: 1,
+            ..test_sim_config()
+        },
+        ..StackOptions::default()
+    })
+    .await;
+    let session = stack.wait_session(0).await;
+    assert!(stack.sim.reconnect(0));
+    let resume = stack.wait_sim(|s| s.resumes.first().cloned()).await;
+    assert_eq!(resume.session_id, session);
+    assert!(
+        matches!(resume.outcome, Outcome::Resumed { .. }),
+        "{resume:?}"
+    );
+    stack.wait_session(0).await;
+    stack.guild_message("after the resume");
+    stack.wait_contents(&["after the resume"]).await;
+
+    assert!(stack.sim.invalidate_session(0, false));
+    let waiting = stack
+        .wait_status("the session start limit", |e| {
+            e.reason.as_deref() == Some("session_start_limit")
+        })
+        .await;
+    assert_eq!(waiting.state, discord_bridge_schemas::ShardState::Backoff);
+    let text = waiting.message.unwrap_or_default();
+    assert!(
+        text.contains("session start limit") && text.contains("resets at"),
+        "{text}"
+    );
+    assert_eq!(
+        stack.sim.identifies().len(),
+        1,
+        "no IDENTIFY without a session start"
+    );
+}
