@@ -104,19 +104,6 @@ fn compose_file_parses_and_sets_only_variables_the_bridge_reads() {
                 "{name} sets {var}, which the bridge does not read"
             );
         }
-        assert_eq!(
-            field(&env, "NATS_URL").and_then(Yaml::as_str),
-            Some("nats://nats:4222"),
-            "{name}"
-        );
-        assert!(
-            field(&env, "DISCORD_BOT_TOKEN").is_some(),
-            "{name} passes the token"
-        );
-        let shards = field(&env, "DISCORD_SHARDS")
-            .and_then(Yaml::as_str)
-            .expect("DISCORD_SHARDS")
-            .to_owned();
         let profiles: Vec<String> = field(&fields, "profiles")
             .and_then(Yaml::as_vec)
             .map(|v| {
@@ -125,6 +112,29 @@ fn compose_file_parses_and_sets_only_variables_the_bridge_reads() {
                     .collect()
             })
             .unwrap_or_default();
+        let url = field(&env, "NATS_URL").and_then(Yaml::as_str);
+        if profiles.iter().any(|p| p == "cluster") {
+            assert_eq!(
+                url,
+                Some("nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"),
+                "{name} lists every node"
+            );
+            assert_eq!(
+                field(&env, "BRIDGE_STREAM_REPLICAS").and_then(Yaml::as_str),
+                Some("3"),
+                "{name}"
+            );
+        } else {
+            assert_eq!(url, Some("nats://nats:4222"), "{name}");
+        }
+        assert!(
+            field(&env, "DISCORD_BOT_TOKEN").is_some(),
+            "{name} passes the token"
+        );
+        let shards = field(&env, "DISCORD_SHARDS")
+            .and_then(Yaml::as_str)
+            .expect("DISCORD_SHARDS")
+            .to_owned();
         bridges.push((name.to_owned(), shards, profiles));
     }
     bridges.sort();
@@ -145,6 +155,16 @@ fn compose_file_parses_and_sets_only_variables_the_bridge_reads() {
                 "bridge-1".to_owned(),
                 "1/2".to_owned(),
                 vec!["sharded".to_owned()]
+            ),
+            (
+                "bridge-a".to_owned(),
+                "${DISCORD_SHARDS:-auto}".to_owned(),
+                vec!["cluster".to_owned()]
+            ),
+            (
+                "bridge-b".to_owned(),
+                "${DISCORD_SHARDS:-auto}".to_owned(),
+                vec!["cluster".to_owned()]
             ),
         ]
     );
@@ -178,6 +198,19 @@ fn compose_file_parses_and_sets_only_variables_the_bridge_reads() {
         compose["volumes"]["nats-data"].is_null()
             || compose["volumes"]["nats-data"].as_hash().is_some()
     );
+    for node in ["nats-1", "nats-2", "nats-3"] {
+        let n = merged(&compose["services"][node]);
+        let command: Vec<&str> = field(&n, "command")
+            .and_then(Yaml::as_vec)
+            .expect("command")
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        for flag in ["--jetstream", "--cluster_name", "--routes", "--name"] {
+            assert!(command.contains(&flag), "{node}: {command:?}");
+        }
+        assert!(command.contains(&node), "{node} names itself: {command:?}");
+    }
     let natsbox = merged(&compose["services"]["nats-box"]);
     assert!(
         field(&natsbox, "image")
