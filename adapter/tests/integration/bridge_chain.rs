@@ -1,13 +1,11 @@
 //! The whole chain: simulated Discord → discord-bridge → JetStream → adapter
 //! → `EventBus` → a capsule-like subscriber.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use astrid_discord_adapter::Adapter;
 use astrid_events::EventBus;
-use common::*;
 use discord_bridge_e2e::jetstream::payload_json;
 use discord_bridge_e2e::stack::Stack;
 use tokio_util::sync::CancellationToken;

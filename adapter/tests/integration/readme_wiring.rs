@@ -3,17 +3,14 @@
 //! kernel loads its capsules, against a double of astridd's dispatcher and
 //! kernel signals, across a capsule reload.
 
-mod common;
-mod double;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
+use crate::double::{Astridd, Kind};
 use astrid_discord_adapter::{Adapter, AdapterConfig, AdapterHandle};
 use astrid_events::EventBus;
-use common::*;
 use discord_bridge_e2e::eventually;
-use double::{Astridd, Kind};
 use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,14 +1,12 @@
 //! The adapter keeps its place: across its own restart (clean or a crash),
 //! across a nats-server restart, and when it starts before the stream.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use astrid_discord_adapter::{Adapter, AdapterConfig};
 use astrid_events::EventBus;
-use common::*;
 use discord_bridge_e2e::NatsServer;
 use tokio_util::sync::CancellationToken;
 

@@ -2,15 +2,13 @@
 //! order, marked with the replay's id, without disturbing the durable
 //! consumer.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use astrid_discord_adapter::{
     Adapter, AdapterConfig, AdapterError, Mode, ReplayFrom, ReplayRequest, ReplayUntil,
 };
 use astrid_events::{EventBus, RoutedEventReceiver};
-use common::*;
 use discord_bridge_e2e::NatsServer;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -2,14 +2,12 @@
 //! relays at most once, holding a bounded number of events for a missing
 //! listener and dropping duplicate dispatches.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use astrid_discord_adapter::{Adapter, AdapterConfig, AdapterError, Mode};
 use astrid_events::EventBus;
-use common::*;
 use discord_bridge_e2e::{NatsServer, eventually};
 use tokio_util::sync::CancellationToken;
 

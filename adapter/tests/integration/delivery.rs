@@ -1,14 +1,12 @@
 //! Delivery onto a real `EventBus` from a real nats-server: the exact IPC
 //! shape, what counts as a listener, bad input, duplicates.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use astrid_discord_adapter::EVENT_SOURCE;
 use astrid_events::{EventBus, IpcPayload};
-use common::*;
 use discord_bridge_e2e::{NatsServer, eventually};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

@@ -3,16 +3,12 @@
 //! exactly once, when a listener is back; and (module `reloads`) reloads in
 //! a double of astridd's dispatcher lose nothing.
 
-mod common;
-mod double;
-mod reloads;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use astrid_discord_adapter::AdapterConfig;
 use astrid_events::EventBus;
-use common::*;
 use discord_bridge_e2e::eventually;
 use tokio_util::sync::CancellationToken;
 
