@@ -247,3 +247,41 @@ async fn an_exhausted_session_start_limit_stops_identifies_but_not_resumes() {
         "no IDENTIFY without a session start"
     );
 }
+
+/// `discord-bridge shards` shows the KV view: who owns each shard, and the
+/// checkpointed session and seq.
+#[tokio::test]
+async fn the_shards_command_shows_owner_session_and_acked_seq() {
+    let stack = Stack::start_idle(StackOptions::default()).await;
+    let mut bridge = spawn(&stack);
+    let session = stack.wait_session(0).await;
+    let seq = stack.guild_message("checkpointed");
+    stack.wait_contents(&["checkpointed"]).await;
+
+    let view = discord_bridge_e2e::eventually(WAIT, "the checkpoint at the message", || {
+        let mut shards = stack.spawn_binary(&["shards", "--json"], &[]);
+        async move {
+            let status = shards.wait_exit(WAIT).await;
+            assert_eq!(status.code(), Some(0), "{}", shards.output());
+            let json: serde_json::Value =
+                serde_json::from_str(&shards.stdout_lines().join("\n")).expect("JSON");
+            (json[0]["checkpoint"]["seq"].as_u64() >= Some(seq)).then_some(json)
+        }
+    })
+    .await;
+    let row = &view[0];
+    assert_eq!(row["shard"], serde_json::json!([0, 1]));
+    assert_eq!(row["owner"]["pid"].as_u64(), Some(u64::from(bridge.pid())));
+    assert_eq!(
+        row["checkpoint"]["session_id"].as_str(),
+        Some(session.as_str())
+    );
+    assert!(row["lease_age_ms"].as_u64().is_some(), "{row}");
+
+    let mut table = stack.spawn_binary(&["shards"], &[]);
+    assert_eq!(table.wait_exit(WAIT).await.code(), Some(0));
+    let out = table.stdout_lines().join("\n");
+    assert!(out.contains("0/1") && out.contains(&session), "{out}");
+    bridge.signal(Signal::Term);
+    assert_eq!(bridge.wait_exit(WAIT).await.code(), Some(0));
+}
