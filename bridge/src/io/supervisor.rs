@@ -377,6 +377,12 @@ impl Bridge {
                     self.release(shard).await;
                     match end {
                         ShardEnd::Fatal { code, message } => {
+                            // Never taken again: Discord refused it for good,
+                            // and retrying a bad token or intents every tick
+                            // would only hammer the gateway.
+                            if let Some(c) = self.coord.as_mut() {
+                                c.wanted.retain(|s| *s != shard);
+                            }
                             tracing::error!(shard = %shard, code, "shard stopped: {message}");
                             fatal.get_or_insert((shard, code, message));
                         }

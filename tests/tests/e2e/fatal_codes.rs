@@ -164,6 +164,20 @@ async fn fatal_close_stops_only_its_shard() {
     stack.message(None, "shard 0 lives on");
     stack.wait_contents(&["shard 0 lives on"]).await;
     assert!(!stack.bridge_finished(), "shard 0 is still running");
+    // A refused shard is never taken up again, not at the next lease round
+    // either: let shard 0 heartbeat a few times (half a second each, so
+    // several lease rounds pass), then shard 1 still has its one connection.
+    let beats = stack.sim.heartbeats(0).len();
+    stack
+        .wait_sim(|s| (s.heartbeats_of(0).count() >= beats + 5).then_some(()))
+        .await;
+    let refused: Vec<_> = stack
+        .sim
+        .connections()
+        .into_iter()
+        .filter(|c| c.shard == Some(1) || c.shard.is_none())
+        .collect();
+    assert_eq!(refused.len(), 1, "shard 1 is not retried: {refused:#?}");
 
     assert!(stack.sim.close(0, 4013, "test"));
     let (_, message) = fatal_stop(&mut stack).await;
