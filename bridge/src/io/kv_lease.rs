@@ -14,6 +14,26 @@ use async_nats::jetstream::{self, kv};
 use async_nats::{HeaderMap, HeaderValue, header};
 use bytes::Bytes;
 
+/// Opens the bucket `config` names, creating it when missing; a bucket
+/// another process created at the same moment is opened instead.
+///
+/// # Errors
+/// The server cannot hold it (no JetStream, or per-key TTLs before
+/// nats-server 2.11).
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, jetstream::context::CreateKeyValueError> {
+    if let Ok(kv) = js.get_key_value(&config.bucket).await {
+        return Ok(kv);
+    }
+    let bucket = config.bucket.clone();
+    match js.create_key_value(config).await {
+        Ok(kv) => Ok(kv),
+        Err(create) => js.get_key_value(&bucket).await.map_err(|_| create),
+    }
+}
+
 /// Why a lease was not created.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LeaseError {

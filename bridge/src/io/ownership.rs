@@ -198,27 +198,20 @@ impl ShardStore {
         lease: Duration,
         replicas: usize,
     ) -> Result<Self, OwnershipError> {
-        let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => match js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.to_owned(),
-                    description: "discord-bridge shard leases and session checkpoints".into(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas,
-                    limit_markers: Some(Duration::from_secs(1)),
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(kv) => kv,
-                Err(create) => js
-                    .get_key_value(BUCKET)
-                    .await
-                    .map_err(|_| OwnershipError::Bucket(create))?,
+        let kv = kv_lease::open_bucket(
+            js,
+            kv::Config {
+                bucket: BUCKET.to_owned(),
+                description: "discord-bridge shard leases and session checkpoints".into(),
+                history: 1,
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas,
+                limit_markers: Some(Duration::from_secs(1)),
+                ..Default::default()
             },
-        };
+        )
+        .await
+        .map_err(OwnershipError::Bucket)?;
         Ok(Self {
             js: js.clone(),
             kv,

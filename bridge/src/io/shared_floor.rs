@@ -64,30 +64,21 @@ impl SharedFloor {
         floor: Duration,
         replicas: usize,
     ) -> Result<Self, FloorError> {
-        let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => match js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.to_owned(),
-                    description: "discord-bridge identify leases (one key per bot and bucket)"
-                        .into(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::Memory,
-                    num_replicas: replicas,
-                    max_age: Duration::from_secs(3600),
-                    limit_markers: Some(Duration::from_secs(1)),
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(kv) => kv,
-                // Another bridge created it at the same moment.
-                Err(create) => js
-                    .get_key_value(BUCKET)
-                    .await
-                    .map_err(|_| FloorError::Bucket(create))?,
+        let kv = kv_lease::open_bucket(
+            js,
+            kv::Config {
+                bucket: BUCKET.to_owned(),
+                description: "discord-bridge identify leases (one key per bot and bucket)".into(),
+                history: 1,
+                storage: jetstream::stream::StorageType::Memory,
+                num_replicas: replicas,
+                max_age: Duration::from_secs(3600),
+                limit_markers: Some(Duration::from_secs(1)),
+                ..Default::default()
             },
-        };
+        )
+        .await
+        .map_err(FloorError::Bucket)?;
         Ok(Self {
             js: js.clone(),
             kv,
