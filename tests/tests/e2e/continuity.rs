@@ -285,3 +285,82 @@ async fn the_shards_command_shows_owner_session_and_acked_seq() {
     bridge.signal(Signal::Term);
     assert_eq!(bridge.wait_exit(WAIT).await.code(), Some(0));
 }
+
+/// Overlapping ranges: one process configured for 0-1/2, another for 1/2.
+/// Each shard runs in exactly one of them; when the one running shard 1
+/// stops, the other takes it over and RESUMEs.
+#[tokio::test]
+async fn overlapping_ranges_share_the_common_shard() {
+    let stack = Stack::start_idle(StackOptions {
+        sim: SimConfig {
+            shards: 2,
+            ..test_sim_config()
+        },
+        ..StackOptions::default()
+    })
+    .await;
+    let range = |shards: &'static str| {
+        stack.spawn_binary(
+            &[],
+            &[
+                ("DISCORD_SHARD_LEASE_SECS", LEASE),
+                ("DISCORD_SHARDS", shards),
+            ],
+        )
+    };
+    let mut both = range("0-1/2");
+    let mut one = range("1/2");
+    let session_1 = stack.wait_session(1).await;
+    stack.wait_session(0).await;
+    coordinated(&both).await;
+    coordinated(&one).await;
+    let open = |shard: u32| {
+        stack
+            .sim
+            .connections()
+            .into_iter()
+            .filter(|c| c.shard == Some(shard) && c.closed.is_none())
+            .count()
+    };
+    assert_eq!((open(0), open(1)), (1, 1), "each shard runs once");
+    assert_eq!(stack.sim.identifies().len(), 2);
+
+    // Stop whichever process runs shard 1: the other one takes it over.
+    let leases_of = |b: &ChildProcess| {
+        b.stderr_lines()
+            .iter()
+            .filter(|l| l.contains("took the shard's lease"))
+            .count()
+    };
+    assert_eq!(leases_of(&both) + leases_of(&one), 2, "two leases in all");
+    let both_runs_1 = leases_of(&both) == 2;
+    let (stopping, staying) = if both_runs_1 {
+        (&mut both, &mut one)
+    } else {
+        (&mut one, &mut both)
+    };
+    stopping.signal(Signal::Term);
+    assert_eq!(stopping.wait_exit(WAIT).await.code(), Some(0));
+    let resume = tokio::time::timeout(
+        TAKEOVER,
+        stack.wait_sim(|s| {
+            s.resumes
+                .iter()
+                .find(|r| r.session_id == session_1)
+                .cloned()
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no takeover of shard 1:\n{}", staying.output()));
+    assert!(
+        matches!(resume.outcome, Outcome::Resumed { .. }),
+        "{resume:?}"
+    );
+    assert_eq!(
+        stack.sim.identifies().len(),
+        2,
+        "shard 1 was handed over, not identified"
+    );
+    staying.signal(Signal::Term);
+    assert_eq!(staying.wait_exit(WAIT).await.code(), Some(0));
+}
