@@ -368,5 +368,8 @@ impl<'a> Builder<'a> {
         ) {
             n.ack_timeout = Duration::from_millis(ms);
         }
+        if let Some(s) = self.number("nats.stall_timeout_secs", 1, "use at least 1 s") {
+            n.stall_timeout = Duration::from_secs(s);
+        }
     }
 }

@@ -110,6 +110,9 @@ pub struct NatsConfig {
     pub max_inflight: usize,
     /// How long to wait for a JetStream ack before retrying (`nats.ack_timeout_ms`).
     pub ack_timeout: Duration,
+    /// How long a full buffer waits with no publish acknowledged before the
+    /// shard closes the gateway resumably (`nats.stall_timeout_secs`).
+    pub stall_timeout: Duration,
 }
 
 /// How events are published.
@@ -173,6 +176,7 @@ impl Default for NatsConfig {
             buffer_bytes: 64 << 20,
             max_inflight: 256,
             ack_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -42,7 +42,8 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    fn client(&self) -> &async_nats::Client {
+    /// The NATS client, whose connection state the shard watches.
+    pub(crate) const fn client(&self) -> &async_nats::Client {
         match self {
             Self::JetStream { client, .. } | Self::Core(client) => client,
         }

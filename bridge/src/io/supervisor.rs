@@ -259,6 +259,7 @@ async fn run_unit(
         connect_timeout: CONNECT_TIMEOUT,
         identify: Arc::clone(&ctx.identify),
         outbox,
+        nats: ctx.target.client().clone(),
         sink: ctx.sink.clone(),
         reporter: ctx.reports.reporter(shard),
         tasks: tasks.clone(),
