@@ -29,7 +29,7 @@ use tracing::Span;
 use super::core_sink::CoreSink;
 use super::identify::IdentifyQueue;
 use super::outbox::{Mark, Outbox};
-use super::publisher::headers;
+use super::publisher::EventHeaders;
 use super::status_service::ShardReporter;
 use super::tasks::{TaskError, Tasks};
 use super::ws::{self, ConnectError, Connection};
@@ -141,6 +141,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
     let mut stop: Option<Stop> = None;
     let mut shutdown_sent = false;
     let mut held: VecDeque<Held> = VecDeque::new();
+    let mut raw_headers = EventHeaders::new(shard);
     let mut nats_up = true;
     let nats_check = tokio::time::sleep(NATS_CHECK);
     tokio::pin!(nats_check);
@@ -226,7 +227,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                                 held.push_back(Held::Event(p));
                             }
                         }
-                        PublishKind::Raw(event) => match headers(&p, shard) {
+                        PublishKind::Raw(event) => match raw_headers.build(&p) {
                             Ok(h) => sink.raw(event, h, p.body.into()),
                             Err(e) => tracing::error!(error = %e, "raw dispatch not published"),
                         },
