@@ -23,7 +23,7 @@ use crate::{ChildArgs, Mode, Target};
 
 /// JetStream acks in flight at once, for the peer and the ceiling: the
 /// bridge's default `nats.max_inflight`.
-pub(crate) const WINDOW: usize = 256;
+pub(crate) const WINDOW: usize = 1024;
 
 /// Runs one system under test until killed (the ceiling: until done, then
 /// prints `cpu_s elapsed_s` on stdout).

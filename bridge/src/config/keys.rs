@@ -217,7 +217,7 @@ pub const KEYS: &[Key] = &[
     key(
         "nats.max_inflight",
         "BRIDGE_MAX_INFLIGHT",
-        Some("256"),
+        Some("1024"),
         "JetStream publishes awaiting their ack, per shard",
     ),
     key(

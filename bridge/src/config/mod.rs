@@ -174,7 +174,7 @@ impl Default for NatsConfig {
             stream_max_bytes: None,
             buffer_events: 10_000,
             buffer_bytes: 64 << 20,
-            max_inflight: 256,
+            max_inflight: 1024,
             ack_timeout: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(30),
         }
