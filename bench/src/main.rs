@@ -29,10 +29,9 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use clap::{Parser, Subcommand, ValueEnum};
-use discord_bridge_schemas::{BridgeStatus, header, subject};
+use discord_bridge_schemas::{BridgeStatus, subject};
 use discord_gateway_sim::flood::busy_bot_mix;
 use discord_gateway_sim::{Flood, SimConfig, Simulator};
-use futures_util::StreamExt as _;
 use tokio::time::Instant;
 
 /// Distinct event bodies a flood cycles through: more than a zstd window
@@ -480,34 +479,106 @@ struct Arrivals {
     at: HashMap<u64, Instant>,
 }
 
-async fn subscribe(
-    client: &async_nats::Client,
-    keep_times: bool,
-) -> Result<Arc<Mutex<Arrivals>>, String> {
-    let mut sub = client
-        .subscribe(subject::agent_events(subject::DEFAULT_PREFIX))
+/// A core subscriber of the agent subject that speaks the NATS protocol
+/// itself and only frames messages (and reads `Discord-Seq` when asked):
+/// the measurement should cost little next to what it measures, and
+/// async-nats builds a header map per message.
+async fn subscribe(nats_url: &str, keep_times: bool) -> Result<Arc<Mutex<Arrivals>>, String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = nats_url.trim_start_matches("nats://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr)
         .await
         .map_err(|e| e.to_string())?;
-    client.flush().await.map_err(|e| e.to_string())?;
+    let subject = subject::agent_events(subject::DEFAULT_PREFIX);
+    let hello = format!(
+        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"name\":\"bench-subscriber\"}}\r\nSUB {subject} 1\r\nPING\r\n"
+    );
+    tcp.write_all(hello.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let arrivals = Arc::new(Mutex::new(Arrivals::default()));
     let a = Arc::clone(&arrivals);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        while let Some(m) = sub.next().await {
+        let mut ready = Some(ready_tx);
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut chunk = vec![0_u8; 256 << 10];
+        loop {
+            let Ok(n) = tcp.read(&mut chunk).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
             let now = Instant::now();
-            let mut a = a.lock().unwrap_or_else(PoisonError::into_inner);
-            a.count += 1;
-            a.last = Some(now);
-            if keep_times
-                && let Some(seq) = m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(header::SEQ))
-                    .and_then(|v| v.as_str().parse().ok())
-            {
-                a.at.insert(seq, now);
+            let mut pos = 0;
+            let (mut got, mut seqs) = (0_u64, Vec::new());
+            while let Some(eol) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
+                let line = &buf[pos..pos + eol];
+                if line.starts_with(b"HMSG ") || line.starts_with(b"MSG ") {
+                    let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+                    let num = |f: &[u8]| {
+                        std::str::from_utf8(f)
+                            .ok()
+                            .and_then(|t| t.parse::<usize>().ok())
+                    };
+                    let (Some(total), hdr) = (
+                        fields.last().and_then(|f| num(f)),
+                        fields
+                            .len()
+                            .checked_sub(2)
+                            .and_then(|i| fields.get(i))
+                            .and_then(|f| num(f)),
+                    ) else {
+                        return;
+                    };
+                    let body = pos + eol + 2;
+                    if buf.len() < body + total + 2 {
+                        break;
+                    }
+                    if keep_times && line.starts_with(b"HMSG ") {
+                        let headers = &buf[body..body + hdr.unwrap_or(0)];
+                        let key = b"Discord-Seq: ";
+                        if let Some(at) = headers.windows(key.len()).position(|w| w == key) {
+                            let v = &headers[at + key.len()..];
+                            let end = v.iter().position(|b| *b == b'\r').unwrap_or(v.len());
+                            if let Some(seq) = std::str::from_utf8(&v[..end])
+                                .ok()
+                                .and_then(|t| t.parse::<u64>().ok())
+                            {
+                                seqs.push(seq);
+                            }
+                        }
+                    }
+                    got += 1;
+                    pos = body + total + 2;
+                } else {
+                    if line == b"PING" {
+                        let _ = tcp.write_all(b"PONG\r\n").await;
+                    } else if line == b"PONG"
+                        && let Some(tx) = ready.take()
+                    {
+                        let _ = tx.send(());
+                    }
+                    pos += eol + 2;
+                }
+            }
+            buf.drain(..pos);
+            if got > 0 {
+                let mut a = a.lock().unwrap_or_else(PoisonError::into_inner);
+                a.count += got;
+                a.last = Some(now);
+                for seq in seqs {
+                    a.at.insert(seq, now);
+                }
             }
         }
     });
+    tokio::time::timeout(Duration::from_secs(10), ready_rx)
+        .await
+        .map_err(|_| "the subscriber got no PONG")?
+        .map_err(|_| "the subscriber ended")?;
     Ok(arrivals)
 }
 
@@ -545,11 +616,16 @@ struct FloodResult {
     peak_rss_kib: u64,
     reconnects: usize,
     stored: Option<u64>,
+    relayed: u64,
     pauses: Option<u64>,
+    /// nats-server's CPU during the flood.
+    nats_cpu_secs: Option<f64>,
+    /// This process's (simulator and subscriber) CPU during the flood.
+    sim_cpu_secs: Option<f64>,
 }
 
 impl FloodResult {
-    const HEADER: &str = "| system | mode | compression | events/s (published) | dispatches/s | JSON MB/s | wire MB/s | CPU µs/event | peak RSS MiB | reconnects | stored | read pauses | vs peer | vs ceiling |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+    const HEADER: &str = "| system | mode | compression | events/s (published) | dispatches/s | JSON MB/s | wire MB/s | CPU µs/event | peak RSS MiB | reconnects | stored (JetStream) / received (core) of relayed | read pauses | nats-server µs/event | simulator + subscriber µs/event | vs peer | vs ceiling |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
     fn rate(&self) -> f64 {
         self.published as f64 / self.secs
@@ -562,8 +638,13 @@ impl FloodResult {
             })
         };
         let na = |v: String, show: bool| if show { v } else { "—".to_owned() };
+        let per_event = |c: Option<f64>| {
+            c.map_or("—".to_owned(), |c| {
+                format!("{:.2}", c * 1e6 / self.published.max(1) as f64)
+            })
+        };
         format!(
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
             name(self.target),
             if self.mode == Mode::Core {
                 "core"
@@ -591,8 +672,11 @@ impl FloodResult {
             self.cpu_secs * 1e6 / self.published.max(1) as f64,
             self.peak_rss_kib as f64 / 1024.0,
             na(self.reconnects.to_string(), self.target != Target::Ceiling),
-            self.stored.map_or("—".to_owned(), |s| s.to_string()),
+            self.stored
+                .map_or("—".to_owned(), |s| format!("{s}/{}", self.relayed)),
             self.pauses.map_or("—".to_owned(), |s| s.to_string()),
+            per_event(self.nats_cpu_secs),
+            per_event(self.sim_cpu_secs),
             ratio(peer),
             ratio(ceiling),
         )
@@ -621,7 +705,9 @@ async fn flood(
     events: u64,
     max_inflight: Option<usize>,
 ) -> Result<FloodResult, String> {
-    let client = async_nats::connect(&nats.url)
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 20)
+        .connect(&nats.url)
         .await
         .map_err(|e| e.to_string())?;
     fresh_stream(&client).await?;
@@ -642,7 +728,7 @@ async fn flood(
     let relayed = (0..events)
         .filter(|n| mix[usize::try_from(*n).unwrap_or_default() % mix.len()].t != "PRESENCE_UPDATE")
         .count() as u64;
-    let arrivals = subscribe(&client, false).await?;
+    let arrivals = subscribe(&nats.url, false).await?;
     let mut sut = Sut::spawn(&args)?;
     if target == Target::Ceiling {
         let (cpu, secs, published) = sut.read_line()?;
@@ -668,7 +754,10 @@ async fn flood(
             peak_rss_kib: procfs::peak_rss_kib(&sut.pid),
             reconnects: 0,
             stored,
+            relayed: published,
             pauses: None,
+            nats_cpu_secs: None,
+            sim_cpu_secs: None,
         });
     }
     sim.wait_for(Duration::from_secs(60), |s| {
@@ -680,6 +769,8 @@ async fn flood(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = count(&arrivals);
     let cpu0 = procfs::cpu(&sut.pid);
+    let nats_pid = nats.child.id().to_string();
+    let others0 = (procfs::cpu(&nats_pid), procfs::cpu("self"));
     let flood = Flood {
         events: mix,
         count: events,
@@ -697,18 +788,31 @@ async fn flood(
         return Err(format!("{target:?}: the connection ended during the flood"));
     }
     let expect = before + relayed;
+    // Core NATS is at most once: a subscriber that falls behind loses
+    // messages (counted, not waited for). Done when all arrived, or when
+    // nothing arrived for two seconds.
+    let mut seen = (count(&arrivals), Instant::now());
     wait_until(
         "every event at the subscriber",
-        Duration::from_secs(120),
-        || count(&arrivals) >= expect,
+        Duration::from_secs(180),
+        || {
+            let n = count(&arrivals);
+            if n != seen.0 {
+                seen = (n, Instant::now());
+            }
+            n >= expect || (mode == Mode::Core && seen.1.elapsed() > Duration::from_secs(2))
+        },
     )
     .await?;
+    let delivered = count(&arrivals) - before;
     let last = arrivals
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .last
         .ok_or("no arrival")?;
     let cpu = procfs::cpu(&sut.pid).saturating_sub(cpu0);
+    let nats_cpu = procfs::cpu(&nats_pid).saturating_sub(others0.0);
+    let here_cpu = procfs::cpu("self").saturating_sub(others0.1);
     let started = report.started.ok_or("flood never started")?;
     let secs = last.duration_since(started).as_secs_f64();
     let first = report.seqs.map_or(0, |s| s.0);
@@ -719,17 +823,17 @@ async fn flood(
     } else {
         None
     };
-    let stored = if mode == Mode::JetStream {
-        Some(stored(&client).await)
+    let stored = Some(if mode == Mode::JetStream {
+        stored(&client).await
     } else {
-        None
-    };
+        delivered
+    });
     let r = FloodResult {
         target,
         mode,
         comp,
         dispatches: events,
-        published: relayed,
+        published: delivered,
         secs,
         json_bytes: json_bytes(&flood, first),
         wire_bytes: report.wire_bytes,
@@ -737,7 +841,10 @@ async fn flood(
         peak_rss_kib: procfs::peak_rss_kib(&sut.pid),
         reconnects: sim.connections().len().saturating_sub(1),
         stored,
+        relayed,
         pauses,
+        nats_cpu_secs: Some(nats_cpu.as_secs_f64()),
+        sim_cpu_secs: Some(here_cpu.as_secs_f64()),
     };
     drop(sut);
     sim.shutdown().await;
@@ -793,7 +900,9 @@ async fn latency(
     rate: u32,
     seconds: u64,
 ) -> Result<LatencyResult, String> {
-    let client = async_nats::connect(&nats.url)
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 20)
+        .connect(&nats.url)
         .await
         .map_err(|e| e.to_string())?;
     fresh_stream(&client).await?;
@@ -810,7 +919,7 @@ async fn latency(
         events: 0,
         max_inflight: None,
     };
-    let arrivals = subscribe(&client, true).await?;
+    let arrivals = subscribe(&nats.url, true).await?;
     let sut = Sut::spawn(&args)?;
     sim.wait_for(Duration::from_secs(60), |s| {
         s.session_of(0).and_then(|x| x.attached).map(|_| ())
