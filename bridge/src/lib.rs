@@ -31,6 +31,7 @@ pub mod tls;
 pub use config::Config;
 pub use error::RunError;
 pub use io::ownership::{Checkpoint, Owner, ShardView};
+pub use io::publisher::{EventHeaders, HeaderError};
 pub use io::shard::ShardEnd;
 pub use io::tasks::{Cause, TaskId};
 pub use io::{Bridge, run, shard_view};

@@ -189,6 +189,14 @@ pub struct ShardReport {
     /// `t` before `d`). Absent in the reports of older bridges.
     #[serde(default)]
     pub one_pass_messages: u64,
+    /// Times reading the gateway paused because the event buffer was full
+    /// (TCP back-pressure, no reconnect). Absent in older reports.
+    #[serde(default)]
+    pub read_pauses: u64,
+    /// Connections closed because NATS was down or stalled with the buffer
+    /// full (also in `reconnects`). Absent in older reports.
+    #[serde(default)]
+    pub nats_closes: u64,
     /// Latest heartbeat round trip, in milliseconds.
     pub heartbeat_rtt_ms: Option<u64>,
     /// Events waiting to be stored in NATS.

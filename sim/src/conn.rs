@@ -4,6 +4,7 @@
 //! commands, each after sending the dispatches queued before it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -16,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+use super::flood::FloodRun;
 use super::protocol::{self, Action, Ctx};
 use super::record::{CloseInfo, Closer, ConnId, ConnectionRecord, Endpoint, Violation};
 use super::state::{Command, RawFrame, Shared};
@@ -80,7 +82,13 @@ struct Conn {
     id: ConnId,
     ws: WebSocketStream<TcpStream>,
     encoder: Encoder,
+    /// The flood being written, and when its next dispatch is due (paced).
+    flood: Option<(Arc<FloodRun>, Instant)>,
 }
+
+/// Dispatches of a flood written per lock of the state and per socket
+/// flush: small enough that heartbeats and commands are served in between.
+const FLOOD_BATCH: u64 = 32;
 
 /// Serves one upgraded connection until it ends or `cancel` fires.
 pub(crate) async fn serve(
@@ -114,6 +122,7 @@ pub(crate) async fn serve(
         id,
         ws,
         encoder: Encoder::Plain,
+        flood: None,
     };
     let info = match (refusal, encoder) {
         (Some((code, reason)), _) => conn.close(code, &reason, Closer::Server).await,
@@ -136,6 +145,9 @@ pub(crate) async fn serve(
             }
         }
     };
+    if let Some((run, _)) = conn.flood.take() {
+        run.abort();
+    }
     tracing::debug!(conn = %id, by = ?info.by, code = ?info.code, "sim: connection closed");
     shared.with(|inner| inner.closed(id, info));
 }
@@ -155,6 +167,7 @@ impl Conn {
         }
         loop {
             let deadline = self.heartbeat_deadline();
+            let flood_at = self.flood.as_ref().map(|(_, at)| *at);
             let step = tokio::select! {
                 biased;
                 () = cancel.cancelled() => {
@@ -163,6 +176,9 @@ impl Conn {
                 Some(command) = commands.recv() => self.command(command).await,
                 () = notify.notified() => self.flush().await,
                 message = self.ws.next() => self.client_message(message).await,
+                () = sleep_until(flood_at.unwrap_or_else(Instant::now)), if flood_at.is_some() => {
+                    self.flood_batch().await
+                }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     let shard = self.shared.read(|i| i.live.get(&self.id).and_then(|l| l.shard));
                     let violation = Violation::HeartbeatTimeout { conn: self.id, shard };
@@ -256,6 +272,12 @@ impl Conn {
                 self.send(protocol::invalid_session(resumable)).await
             }
             Command::Close(code, reason) => Err(self.close(code, &reason, Closer::Server).await),
+            Command::Flood(run) => {
+                if let Some((previous, _)) = self.flood.replace((run, Instant::now())) {
+                    previous.abort();
+                }
+                Ok(())
+            }
             Command::Drop => {
                 let _ = self.ws.get_mut().shutdown().await;
                 Err(CloseInfo {
@@ -286,6 +308,98 @@ impl Conn {
                     .await)
             }
         }
+    }
+
+    /// Writes the flood's next dispatches (those due, when paced) with one
+    /// flush; the write waits while the client does not read.
+    async fn flood_batch(&mut self) -> Step {
+        let Some((run, due)) = self.flood.clone() else {
+            return Ok(());
+        };
+        self.flush().await?;
+        let n = match run.flood.rate {
+            None => FLOOD_BATCH,
+            Some(rate) => {
+                let started = run.with(|d| d.started).unwrap_or(due);
+                let elapsed = Instant::now().saturating_duration_since(started);
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let owed = (elapsed.as_secs_f64() * f64::from(rate)) as u64 + 1;
+                owed.saturating_sub(run.written.load(Ordering::Relaxed))
+                    .clamp(1, FLOOD_BATCH)
+            }
+        }
+        .min(run.remaining());
+        let capacity = self.shared.config.replay_capacity;
+        let id = self.id;
+        let (payloads, first) = self.shared.with(|i| i.append_flood(id, &run, n, capacity));
+        if payloads.is_empty() {
+            // The session went away (op 7, op 9, close queued): stop here.
+            run.abort();
+            self.flood = None;
+            return Ok(());
+        }
+        let now = Instant::now();
+        let count = payloads.len() as u64;
+        run.with(|d| {
+            d.first_seq.get_or_insert(first);
+            d.started.get_or_insert(now);
+            d.last_seq = first + count - 1;
+            if run.flood.record_times {
+                d.times.extend(std::iter::repeat_n(now, payloads.len()));
+            }
+        });
+        let mut bytes = 0;
+        for payload in &payloads {
+            let message = self.encode(payload)?;
+            bytes += message.len() as u64;
+            self.ws.feed(message).await.map_err(|error| CloseInfo {
+                by: Closer::ClientAbort,
+                code: None,
+                reason: error.to_string(),
+                at: Instant::now(),
+            })?;
+        }
+        SinkExt::<Message>::flush(&mut self.ws)
+            .await
+            .map_err(|error| CloseInfo {
+                by: Closer::ClientAbort,
+                code: None,
+                reason: error.to_string(),
+                at: Instant::now(),
+            })?;
+        run.wire_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let written = run.written.fetch_add(count, Ordering::Relaxed) + count;
+        if run.remaining() == 0 {
+            let end = Instant::now();
+            run.with(|d| d.finished = Some(end));
+            self.flood = None;
+        } else if let (Some(rate), Some(entry)) = (run.flood.rate, self.flood.as_mut()) {
+            let started = run.with(|d| d.started).unwrap_or(now);
+            #[allow(clippy::cast_precision_loss)]
+            let next = Duration::from_secs_f64(written as f64 / f64::from(rate));
+            entry.1 = started + next;
+        }
+        run.progress.send_replace(written);
+        Ok(())
+    }
+
+    /// One payload through the connection's compressor.
+    fn encode(&mut self, payload: &str) -> Result<Message, CloseInfo> {
+        Ok(match &mut self.encoder {
+            Encoder::Plain => Message::text(payload.to_owned()),
+            Encoder::Zlib(z) => Message::binary(z.encode(payload.as_bytes())),
+            Encoder::Zstd(z) => match z.encode(payload.as_bytes()) {
+                Ok(bytes) => Message::binary(bytes),
+                Err(error) => {
+                    return Err(CloseInfo {
+                        by: Closer::Server,
+                        code: Some(1011),
+                        reason: format!("compressor: {error}"),
+                        at: Instant::now(),
+                    });
+                }
+            },
+        })
     }
 
     /// Sends one payload through the connection's compressor.

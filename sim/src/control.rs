@@ -3,10 +3,13 @@
 //! current session) and returns whether there was one; dispatches queued
 //! before a call are delivered before its effect.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::Simulator;
 use super::config::HttpFault;
+use super::flood::{Flood, FloodHandle, FloodRun};
 use super::protocol::HEARTBEAT_REQUEST;
 use super::record::ConnId;
 use super::state::{Command, Inner, RawFrame};
@@ -36,6 +39,16 @@ impl Simulator {
             let shard = guild_id.map_or(0, |g| shard_for_guild(g, shard_total(i, fallback)));
             i.dispatch(shard, t, d, capacity).map(|seq| (shard, seq))
         })
+    }
+
+    /// Starts a flood on the connection serving `shard`: its task writes
+    /// `flood.count` dispatches, cycling through `flood.events`, as fast as
+    /// the client reads (or at `flood.rate`). `None` when no connection
+    /// serves the shard's session.
+    pub fn flood(&self, shard: u32, flood: Flood) -> Option<FloodHandle> {
+        let run = FloodRun::new(flood);
+        self.command(shard, false, Command::Flood(Arc::clone(&run)))
+            .then_some(FloodHandle { run })
     }
 
     /// Sends op 7 RECONNECT. The session is detached from the connection:

@@ -49,6 +49,8 @@
 //! * [`record`] — what tests read: [`SimState`] and its records;
 //! * `control` — the fault-injection methods of [`Simulator`];
 //! * [`events`] — realistic dispatch bodies from the corpus;
+//! * [`flood`] — many dispatches written as fast as the client reads (or
+//!   paced), for flow-control tests and benchmarks;
 //! * [`traffic`] — the demo's event generator.
 
 #![warn(missing_docs)]
@@ -58,6 +60,7 @@ pub mod config;
 mod conn;
 mod control;
 pub mod events;
+pub mod flood;
 mod http;
 pub mod intents;
 mod protocol;
@@ -76,6 +79,7 @@ use tokio_util::task::TaskTracker;
 
 pub use compress::Compression;
 pub use config::{HttpFault, SimConfig};
+pub use flood::{Flood, FloodEvent, FloodHandle, FloodReport};
 pub use record::{
     ClientPayload, CloseInfo, Closer, ConnId, ConnectionRecord, Dispatch, Endpoint,
     HeartbeatRecord, HttpRecord, IdentifyRecord, Outcome, ResumeRecord, Session, SimState,

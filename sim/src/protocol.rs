@@ -217,7 +217,7 @@ fn check_identify(
     };
     record.shard = Some(shard);
     record.intents = d.get("intents").and_then(Value::as_u64);
-    if token != config.token {
+    if !token_matches(token, &config.token) {
         return Err((4004, "Authentication failed."));
     }
     if shard.total == 0 || shard.id >= shard.total {
@@ -329,7 +329,7 @@ fn resume(ctx: &Ctx<'_>, inner: &mut Inner, conn: ConnId, d: &Value, now: Instan
         outcome: Outcome::InvalidSession,
         at: now,
     };
-    let actions = if token == ctx.config.token {
+    let actions = if token_matches(token, &ctx.config.token) {
         resume_session(ctx, inner, conn, session_id, seq, &mut record)
     } else {
         record.outcome = Outcome::Closed(4004);
@@ -388,3 +388,9 @@ fn resume_session(
 
 #[cfg(test)]
 mod tests;
+
+/// Discord takes the bot token in IDENTIFY and RESUME with or without the
+/// `Bot ` prefix of the REST header (some libraries send it).
+fn token_matches(sent: &str, token: &str) -> bool {
+    sent.strip_prefix("Bot ").unwrap_or(sent) == token
+}

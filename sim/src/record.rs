@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -233,19 +234,68 @@ pub struct Dispatch {
     pub seq: u64,
     /// The event name (`t`).
     pub t: String,
-    /// The event data (`d`).
+    /// The event data (`d`); `Null` for a flood's dispatch, whose data is
+    /// kept serialized ([`Dispatch::data`]).
     pub d: Value,
+    /// The data as JSON text, for dispatches written by a flood.
+    serialized: Option<Arc<str>>,
 }
 
 impl Dispatch {
+    /// A dispatch with data `d`.
+    #[must_use]
+    pub const fn new(seq: u64, t: String, d: Value) -> Self {
+        Self {
+            seq,
+            t,
+            d,
+            serialized: None,
+        }
+    }
+
+    /// A dispatch whose data is already JSON text (a flood's).
+    #[must_use]
+    pub(crate) const fn serialized(seq: u64, t: String, d: Arc<str>) -> Self {
+        Self {
+            seq,
+            t,
+            d: Value::Null,
+            serialized: Some(d),
+        }
+    }
+
+    /// The data as JSON text.
+    #[must_use]
+    pub fn data(&self) -> String {
+        self.serialized
+            .as_deref()
+            .map_or_else(|| self.d.to_string(), str::to_owned)
+    }
+
     /// The payload as sent on the wire, in the key order Discord writes:
     /// `{"t":…,"s":…,"op":0,"d":…}`. Clients may rely on `t` coming before
     /// `d` to decode `d` in one pass, so the simulator must not reorder.
     #[must_use]
     pub fn to_json(&self) -> String {
-        let t = Value::String(self.t.clone());
-        format!(r#"{{"t":{t},"s":{},"op":0,"d":{}}}"#, self.seq, self.d)
+        match &self.serialized {
+            Some(d) => wire(&self.t, self.seq, d),
+            None => {
+                let t = Value::String(self.t.clone());
+                format!(r#"{{"t":{t},"s":{},"op":0,"d":{}}}"#, self.seq, self.d)
+            }
+        }
     }
+}
+
+/// A dispatch payload from data already serialized; `t` is a plain event
+/// name (no escaping needed).
+pub(crate) fn wire(t: &str, seq: u64, d: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(t.len() + d.len() + 40);
+    let _ = write!(out, r#"{{"t":"{t}","s":{seq},"op":0,"d":"#);
+    out.push_str(d);
+    out.push('}');
+    out
 }
 
 /// A gateway session. Like Discord's, it outlives its connections: while no
@@ -353,11 +403,14 @@ mod tests {
 
     #[test]
     fn dispatches_are_written_in_discords_key_order() {
-        let d = Dispatch {
-            seq: 7,
-            t: "MESSAGE_CREATE".to_owned(),
-            d: json!({"content": "hi \"there\""}),
-        };
+        let d = Dispatch::new(
+            7,
+            "MESSAGE_CREATE".to_owned(),
+            json!({"content": "hi \"there\""}),
+        );
+        let flooded = Dispatch::serialized(7, d.t.clone(), Arc::from(d.d.to_string()));
+        assert_eq!(flooded.to_json(), d.to_json());
+        assert_eq!(flooded.data(), d.data());
         assert_eq!(
             d.to_json(),
             r#"{"t":"MESSAGE_CREATE","s":7,"op":0,"d":{"content":"hi \"there\""}}"#

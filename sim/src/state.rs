@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use super::config::{HttpFault, SimConfig};
+use super::flood::FloodRun;
 use super::record::{
     CloseInfo, Closer, ConnId, ConnectionRecord, Dispatch, SimState, Violation, ViolationRecord,
 };
@@ -39,6 +40,8 @@ pub(crate) enum Command {
     Close(u16, String),
     /// Drop the TCP connection without a close frame.
     Drop,
+    /// Write a flood of dispatches.
+    Flood(Arc<FloodRun>),
 }
 
 /// Capacity of each connection's command queue.
@@ -207,11 +210,9 @@ impl Inner {
         let session = self.state.sessions.get_mut(session_id)?;
         session.seq += 1;
         let seq = session.seq;
-        session.history.push_back(Dispatch {
-            seq,
-            t: t.to_owned(),
-            d,
-        });
+        session
+            .history
+            .push_back(Dispatch::new(seq, t.to_owned(), d));
         while session.history.len() > capacity.max(1) {
             session.history.pop_front();
         }
@@ -253,6 +254,9 @@ impl Inner {
             return Ok(Vec::new());
         };
         let limit = live.flush_limit.unwrap_or(u64::MAX);
+        if live.delivered >= session.seq.min(limit) {
+            return Ok(Vec::new());
+        }
         if let Some(first) = session.history.front()
             && first.seq > live.delivered + 1
             && live.delivered < session.seq
@@ -266,6 +270,47 @@ impl Inner {
             .collect();
         live.delivered = session.seq.min(limit).max(live.delivered);
         Ok(out)
+    }
+
+    /// Appends the next `n` dispatches of a flood to the session that
+    /// connection `conn` delivers, as written by it; returns their payloads
+    /// and the first sequence number. Empty when it delivers no session or
+    /// must not send more (op 7 / op 9 / a close is queued).
+    pub(crate) fn append_flood(
+        &mut self,
+        conn: ConnId,
+        run: &FloodRun,
+        n: u64,
+        capacity: usize,
+    ) -> (Vec<String>, u64) {
+        let Some(live) = self.live.get_mut(&conn) else {
+            return (Vec::new(), 0);
+        };
+        if live.flush_limit.is_some() {
+            return (Vec::new(), 0);
+        }
+        let Some(session) = live
+            .session
+            .as_ref()
+            .and_then(|id| self.state.sessions.get_mut(id))
+        else {
+            return (Vec::new(), 0);
+        };
+        let first = session.seq + 1;
+        let done = run.written.load(std::sync::atomic::Ordering::Relaxed);
+        let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or_default());
+        for i in 0..n {
+            session.seq += 1;
+            let event = run.event(done + i);
+            let dispatch = Dispatch::serialized(session.seq, event.t.clone(), Arc::clone(&event.d));
+            out.push(dispatch.to_json());
+            session.history.push_back(dispatch);
+        }
+        while session.history.len() > capacity.max(1) {
+            session.history.pop_front();
+        }
+        live.delivered = session.seq;
+        (out, first)
     }
 
     /// The live connection attached to the current session of `shard`.

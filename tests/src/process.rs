@@ -29,6 +29,10 @@ pub enum Signal {
     Int,
     /// SIGKILL: cannot be handled.
     Kill,
+    /// SIGSTOP: freezes the process; its sockets stay open.
+    Stop,
+    /// SIGCONT: thaws a stopped process.
+    Cont,
 }
 
 impl Signal {
@@ -37,6 +41,8 @@ impl Signal {
             Self::Term => "TERM",
             Self::Int => "INT",
             Self::Kill => "KILL",
+            Self::Stop => "STOP",
+            Self::Cont => "CONT",
         }
     }
 }

@@ -447,6 +447,9 @@ impl<'a> Builder<'a> {
                 ),
             )
             .map(Duration::from_millis);
+        let stall_timeout = self
+            .number("nats.stall_timeout_secs", 1, "use at least 1 s")
+            .map(Duration::from_secs);
         Some(NatsConfig {
             urls: urls?,
             creds_file,
@@ -469,6 +472,7 @@ impl<'a> Builder<'a> {
             buffer_bytes: buffer_bytes?,
             max_inflight: max_inflight?,
             ack_timeout: ack_timeout?,
+            stall_timeout: stall_timeout?,
         })
     }
 }

@@ -226,7 +226,7 @@ pub const KEYS: &[Key] = &[
         "nats.buffer_events",
         "BRIDGE_BUFFER_EVENTS",
         Some("10000"),
-        "events a shard buffers while NATS is slow or away; past it the shard closes the gateway and RESUMEs once NATS is back",
+        "events a shard buffers while NATS is slow or away; when full the shard stops reading the gateway (TCP back-pressure), and closes it resumably only if NATS is down or stalled",
     ),
     key(
         "nats.buffer_bytes",
@@ -237,7 +237,7 @@ pub const KEYS: &[Key] = &[
     key(
         "nats.max_inflight",
         "BRIDGE_MAX_INFLIGHT",
-        Some("256"),
+        Some("1024"),
         "JetStream publishes awaiting their ack, per shard",
     ),
     key(
@@ -245,6 +245,12 @@ pub const KEYS: &[Key] = &[
         "BRIDGE_ACK_TIMEOUT_MS",
         Some("5000"),
         "milliseconds to wait for a JetStream ack before retrying",
+    ),
+    key(
+        "nats.stall_timeout_secs",
+        "BRIDGE_STALL_TIMEOUT_SECS",
+        Some("30"),
+        "seconds a full buffer may wait with no publish acknowledged before the shard closes the gateway and RESUMEs later",
     ),
 ];
 

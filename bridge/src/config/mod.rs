@@ -146,6 +146,9 @@ pub struct NatsConfig {
     pub max_inflight: usize,
     /// How long to wait for a JetStream ack before retrying (`nats.ack_timeout_ms`).
     pub ack_timeout: Duration,
+    /// How long a full buffer waits with no publish acknowledged before the
+    /// shard closes the gateway resumably (`nats.stall_timeout_secs`).
+    pub stall_timeout: Duration,
 }
 
 /// How events are published. No `Default`: the default mode is the key

@@ -107,6 +107,7 @@ pub(super) fn shown(config: &Config, key: &str) -> Option<Shown> {
         "nats.buffer_bytes" => int(n.buffer_bytes),
         "nats.max_inflight" => int(n.max_inflight),
         "nats.ack_timeout_ms" => millis(n.ack_timeout),
+        "nats.stall_timeout_secs" => Shown::Int(n.stall_timeout.as_secs()),
         _ => return None,
     })
 }

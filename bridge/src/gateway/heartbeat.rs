@@ -14,6 +14,15 @@
 //! one is unacknowledged *and* nothing at all arrived since it was sent. A
 //! half-open connection delivers nothing and is still caught one interval
 //! after its last beat.
+//!
+//! A second one: under back-pressure the shard stops reading the socket on
+//! purpose (its event buffer is full), so the ACK may arrive and sit unread.
+//! Input the shard chose not to read cannot prove anything either way, so
+//! while reading is paused the beats go on (Discord must keep seeing them)
+//! but no verdict is given; once reading resumes the connection gets one full
+//! interval of being read to show it is alive. A real zombie delivers
+//! nothing once read again and is caught at most two intervals after the
+//! pause ends.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +44,10 @@ pub struct Heartbeat {
     unacked_since: Option<Instant>,
     /// Whether any frame arrived since the latest beat was sent.
     heard_since_beat: bool,
+    /// The shard is not reading the socket (back-pressure): no verdict.
+    paused: bool,
+    /// After reading resumed: no verdict before this instant.
+    verdict_after: Option<Instant>,
     last_rtt: Option<Duration>,
 }
 
@@ -48,6 +61,8 @@ impl Heartbeat {
             next_due: now + interval.mul_f64(jitter.clamp(0.0, 1.0)),
             unacked_since: None,
             heard_since_beat: false,
+            paused: false,
+            verdict_after: None,
             last_rtt: None,
         }
     }
@@ -70,7 +85,8 @@ impl Heartbeat {
         if now < self.next_due {
             return None;
         }
-        if self.unacked_since.is_some() && !self.heard_since_beat {
+        let judged = !self.paused && self.verdict_after.is_none_or(|t| now >= t);
+        if judged && self.unacked_since.is_some() && !self.heard_since_beat {
             return Some(Beat::Zombie);
         }
         self.sent(now);
@@ -92,6 +108,18 @@ impl Heartbeat {
     /// A frame arrived: the connection is alive.
     pub const fn on_frame(&mut self) {
         self.heard_since_beat = true;
+    }
+
+    /// The shard stopped reading the socket: beats go on, unjudged.
+    pub const fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// The shard reads again: the connection has one interval from `now` to
+    /// show it is alive before a missing ACK counts.
+    pub fn resume(&mut self, now: Instant) {
+        self.paused = false;
+        self.verdict_after = Some(now + self.interval);
     }
 
     /// An ACK arrived; returns the round-trip time of the beat it answers.
@@ -184,6 +212,40 @@ mod tests {
         hb.on_frame(); // Discord's op 1…
         hb.on_request(t0); // …answered at once, and unacknowledged.
         assert_eq!(hb.poll(t0 + I / 2), Some(Beat::Zombie));
+    }
+
+    #[test]
+    fn no_verdict_while_reading_is_paused() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(t0, I, 0.0);
+        assert_eq!(hb.poll(t0), Some(Beat::Send));
+        hb.pause();
+        // Nothing is read for three intervals: the beats go on.
+        for n in 1..=3 {
+            assert_eq!(hb.poll(t0 + n * I), Some(Beat::Send), "beat {n}");
+        }
+        // Reading resumes just before a beat is due: still no verdict.
+        let r = t0 + 4 * I - Duration::from_millis(1);
+        hb.resume(r);
+        assert_eq!(hb.poll(t0 + 4 * I), Some(Beat::Send));
+        // The backlog is read: alive.
+        hb.on_frame();
+        assert_eq!(hb.poll(t0 + 5 * I), Some(Beat::Send));
+        assert!(hb.on_ack(t0 + 5 * I + Duration::from_millis(3)).is_some());
+    }
+
+    #[test]
+    fn a_zombie_is_still_caught_after_a_pause() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(t0, I, 0.0);
+        assert_eq!(hb.poll(t0), Some(Beat::Send));
+        hb.pause();
+        assert_eq!(hb.poll(t0 + I), Some(Beat::Send));
+        hb.resume(t0 + I + I / 2);
+        // Read again, and nothing arrives: sent once more within the grace
+        // interval, then judged.
+        assert_eq!(hb.poll(t0 + 2 * I), Some(Beat::Send));
+        assert_eq!(hb.poll(t0 + 3 * I), Some(Beat::Zombie));
     }
 
     #[test]

@@ -99,8 +99,7 @@ impl UnackedLog {
     /// [`Full`] names the refused event; the log is unchanged.
     pub fn push(&mut self, meta: Publish) -> Result<(), Full> {
         let size = meta.body.len();
-        if self.events >= self.max_events || (self.events > 0 && self.bytes + size > self.max_bytes)
-        {
+        if !self.fits(size) {
             return Err(Full {
                 epoch: meta.epoch,
                 seq: meta.seq,
@@ -112,6 +111,12 @@ impl UnackedLog {
         let body = Bytes::from(std::mem::take(&mut meta.body));
         self.items.push_back(Item::Event(Entry { meta, body }));
         Ok(())
+    }
+
+    /// Whether an event of `size` bytes would be taken now.
+    #[must_use]
+    pub const fn fits(&self, size: usize) -> bool {
+        self.events < self.max_events && (self.events == 0 || self.bytes + size <= self.max_bytes)
     }
 
     /// A dispatch that is not stored. Returns the new resume point when it

@@ -294,5 +294,6 @@ pub(crate) fn machine_config(
     m.backoff_base = config.discord.backoff_base;
     m.backoff_max = config.discord.backoff_max;
     m.raw_dispatch.clone_from(&config.nats.raw_dispatch);
+    m.stall_timeout = config.nats.stall_timeout;
     m
 }

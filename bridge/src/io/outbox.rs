@@ -2,9 +2,10 @@
 //! [`UnackedLog`] behind a lock, with the wake-ups each side waits for.
 //!
 //! The shard never waits on NATS: it pushes without blocking, and a full
-//! buffer is a signal, not a place where events are dropped. Entries stay
-//! until NATS acknowledged them, so the buffer bounds everything not yet
-//! stored.
+//! buffer is a signal, not a place where events are dropped: the shard keeps
+//! the refused event and stops reading the socket until [`Outbox::room`]
+//! says it fits again. Entries stay until NATS acknowledged them, so the
+//! buffer bounds everything not yet stored.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -12,13 +13,24 @@ use tokio::sync::{Notify, watch};
 
 use crate::gateway::machine::Publish;
 use crate::gateway::unacked::UnackedLog;
-pub(crate) use crate::gateway::unacked::{Entry, Full, Mark};
+pub(crate) use crate::gateway::unacked::{Entry, Mark};
 
 #[derive(Debug)]
 struct State {
     log: UnackedLog,
-    /// A push was refused; the shard waits for room.
-    refused: bool,
+    /// A push of this many bytes was refused; the shard waits for room.
+    refused: Option<usize>,
+}
+
+impl State {
+    /// Room for the refused event, with hysteresis: the log drained to half
+    /// (so reading resumes for a burst, not for one event) and it fits.
+    const fn room(&self) -> bool {
+        match self.refused {
+            None => true,
+            Some(size) => self.log.below_low_water() && self.log.fits(size),
+        }
+    }
 }
 
 /// The log of one shard, shared by its shard and publisher tasks.
@@ -40,7 +52,7 @@ impl Outbox {
         Self {
             state: Mutex::new(State {
                 log: UnackedLog::new(max_events, max_bytes),
-                refused: false,
+                refused: None,
             }),
             work: Notify::new(),
             room: Notify::new(),
@@ -57,18 +69,21 @@ impl Outbox {
     /// Adds an event, or refuses it when the buffer is full.
     ///
     /// # Errors
-    /// [`Full`] names the refused event.
-    pub(crate) fn push(&self, meta: Publish) -> Result<(), Full> {
+    /// The refused event, given back: the shard keeps it until
+    /// [`Outbox::room`].
+    pub(crate) fn push(&self, meta: Publish) -> Result<(), Publish> {
         let mut s = self.lock();
-        let pushed = s.log.push(meta);
-        if pushed.is_err() {
-            s.refused = true;
+        let size = meta.body.len();
+        if !s.log.fits(size) {
+            s.refused = Some(size);
+            return Err(meta);
         }
+        s.refused = None;
+        // It fits, so the log takes it.
+        let _ = s.log.push(meta);
         drop(s);
-        if pushed.is_ok() {
-            self.work.notify_one();
-        }
-        pushed
+        self.work.notify_one();
+        Ok(())
     }
 
     /// A dispatch that is not stored; the new resume point when it
@@ -87,9 +102,9 @@ impl Outbox {
     pub(crate) fn complete_front(&self) {
         let mut s = self.lock();
         let committed = s.log.complete_front();
-        let wake = s.refused && s.log.below_low_water();
+        let wake = s.refused.is_some() && s.room();
         if wake {
-            s.refused = false;
+            s.refused = None;
         }
         drop(s);
         if let Some(mark) = committed {
@@ -128,15 +143,13 @@ impl Outbox {
         self.work.notified().await;
     }
 
-    /// Resolves once the buffer drained to half after a refusal.
+    /// Resolves once the buffer drained to half after a refusal and the
+    /// refused event fits.
     pub(crate) async fn room(&self) {
         loop {
             let notified = self.room.notified();
-            {
-                let s = self.lock();
-                if !s.refused || s.log.below_low_water() {
-                    return;
-                }
+            if self.lock().room() {
+                return;
             }
             notified.await;
         }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishErrorKind};
-use async_nats::{HeaderMap, HeaderValue};
-use discord_bridge_schemas::{ShardState, StatusEvent, header};
+use async_nats::{HeaderMap, HeaderName, HeaderValue, Subject};
+use discord_bridge_schemas::{AgentEventKind, ShardState, StatusEvent, header};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::time::Instant;
@@ -25,7 +25,7 @@ use super::outbox::{Entry, Outbox};
 use super::tasks::TaskError;
 use crate::gateway::ShardId;
 use crate::gateway::backoff::Backoff;
-use crate::gateway::machine::Publish;
+use crate::gateway::machine::{Publish, PublishKind};
 
 /// Where events go.
 #[derive(Clone)]
@@ -42,7 +42,8 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    fn client(&self) -> &async_nats::Client {
+    /// The NATS client, whose connection state the shard watches.
+    pub(crate) const fn client(&self) -> &async_nats::Client {
         match self {
             Self::JetStream { client, .. } | Self::Core(client) => client,
         }
@@ -79,35 +80,88 @@ type InFlight = Pin<Box<dyn Future<Output = (Entry, Outcome)> + Send>>;
 /// conversions).
 #[derive(Debug, thiserror::Error)]
 #[error("header {name} would carry a line break; the event is not published")]
-pub(crate) struct HeaderError {
+pub struct HeaderError {
     /// The header.
     pub name: &'static str,
 }
 
 /// The headers every published event carries (see the README's NATS
-/// contract).
-///
-/// # Errors
-/// A value with a line break.
-pub(crate) fn headers(meta: &Publish, shard: ShardId) -> Result<HeaderMap, HeaderError> {
-    let value =
-        |name: &'static str, v: &str| v.parse::<HeaderValue>().map_err(|_| HeaderError { name });
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::MSG_ID,
-        value(
-            header::MSG_ID,
-            &discord_bridge_schemas::subject::msg_id(&meta.session_id, meta.seq),
-        )?,
-    );
-    h.insert(header::SHARD, value(header::SHARD, &shard.to_string())?);
-    h.insert(header::SEQ, HeaderValue::from(meta.seq));
-    h.insert(header::EVENT, value(header::EVENT, meta.event_name())?);
-    h.insert(header::SESSION, value(header::SESSION, &meta.session_id)?);
-    if let Some(g) = &meta.guild_id {
-        h.insert(header::GUILD, value(header::GUILD, g)?);
+/// contract), built per event without re-deriving what does not change:
+/// header names are constants, the shard value is made once per publisher,
+/// the session value once per session, the event names once. What is left
+/// per event is the message id, the sequence and the guild.
+#[derive(Debug, Clone)]
+pub struct EventHeaders {
+    shard: HeaderValue,
+    session: Option<(Arc<str>, HeaderValue)>,
+    message: HeaderValue,
+    interaction: HeaderValue,
+}
+
+const MSG_ID: HeaderName = HeaderName::from_static(header::MSG_ID);
+const SHARD: HeaderName = HeaderName::from_static(header::SHARD);
+const SEQ: HeaderName = HeaderName::from_static(header::SEQ);
+const EVENT: HeaderName = HeaderName::from_static(header::EVENT);
+const SESSION: HeaderName = HeaderName::from_static(header::SESSION);
+const GUILD: HeaderName = HeaderName::from_static(header::GUILD);
+
+fn value(name: &'static str, v: &str) -> Result<HeaderValue, HeaderError> {
+    v.parse::<HeaderValue>().map_err(|_| HeaderError { name })
+}
+
+impl EventHeaders {
+    /// The headers of `shard`'s events.
+    #[must_use]
+    pub fn new(shard: ShardId) -> Self {
+        Self {
+            shard: HeaderValue::from(shard.to_string()),
+            session: None,
+            message: HeaderValue::from("MESSAGE_CREATE"),
+            interaction: HeaderValue::from("INTERACTION_CREATE"),
+        }
     }
-    Ok(h)
+
+    /// The headers of one event.
+    ///
+    /// # Errors
+    /// A value with a line break (the machine validates session ids, event
+    /// names and guild ids, so this does not happen; refusing beats the
+    /// panic of async-nats' infallible conversions).
+    pub fn build(&mut self, meta: &Publish) -> Result<HeaderMap, HeaderError> {
+        let session = match &self.session {
+            Some((id, v)) if Arc::ptr_eq(id, &meta.session_id) || **id == *meta.session_id => {
+                v.clone()
+            }
+            _ => {
+                let v = value(header::SESSION, &meta.session_id)?;
+                self.session = Some((Arc::clone(&meta.session_id), v.clone()));
+                v
+            }
+        };
+        let event = match &meta.kind {
+            PublishKind::Agent(AgentEventKind::Message) => self.message.clone(),
+            PublishKind::Agent(AgentEventKind::Interaction) => self.interaction.clone(),
+            PublishKind::Raw(t) => value(header::EVENT, t)?,
+        };
+        let mut h = HeaderMap::new();
+        // The session value was checked: with a number after it, the id
+        // is one line too.
+        h.insert(
+            MSG_ID,
+            HeaderValue::from(discord_bridge_schemas::subject::msg_id(
+                &meta.session_id,
+                meta.seq,
+            )),
+        );
+        h.insert(SHARD, self.shard.clone());
+        h.insert(SEQ, HeaderValue::from(meta.seq));
+        h.insert(EVENT, event);
+        h.insert(SESSION, session);
+        if let Some(g) = &meta.guild_id {
+            h.insert(GUILD, value(header::GUILD, g)?);
+        }
+        Ok(h)
+    }
 }
 
 /// Runs until cancelled and the outbox is flushed (or the drain times out).
@@ -126,13 +180,15 @@ pub(crate) async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut drain_until: Option<Instant> = None;
     let shard = cfg.shard;
+    let subject = Subject::from(cfg.subject.as_str());
+    let mut headers = EventHeaders::new(shard);
     loop {
         while inflight.len() < cfg.max_inflight {
             let Some(entry) = outbox.next_unsent() else {
                 break;
             };
             crate::failpoint::hit("publisher")?;
-            inflight.push_back(send(&target, &cfg.subject, shard, entry).await);
+            inflight.push_back(send(&target, &subject, &mut headers, entry).await);
         }
         if drain_until.is_some() && outbox.is_empty() {
             break;
@@ -182,8 +238,13 @@ pub(crate) async fn run(
     Ok(())
 }
 
-async fn send(target: &Target, subject: &str, shard: ShardId, entry: Entry) -> InFlight {
-    let hdrs = match headers(&entry.meta, shard) {
+async fn send(
+    target: &Target,
+    subject: &Subject,
+    headers: &mut EventHeaders,
+    entry: Entry,
+) -> InFlight {
+    let hdrs = match headers.build(&entry.meta) {
         Ok(h) => h,
         // Never retried: the same values would fail again.
         Err(e) => return Box::pin(async move { (entry, Outcome::BadHeader(e)) }),
@@ -193,7 +254,7 @@ async fn send(target: &Target, subject: &str, shard: ShardId, entry: Entry) -> I
             let msg = jetstream::message::PublishMessage::build()
                 .payload(entry.body.clone())
                 .headers(hdrs);
-            match js.send_publish(subject.to_owned(), msg).await {
+            match js.send_publish(subject.clone(), msg).await {
                 Ok(ack) => Box::pin(async move {
                     let outcome = match ack.into_future().await {
                         Ok(_) => Outcome::Stored,
@@ -209,7 +270,7 @@ async fn send(target: &Target, subject: &str, shard: ShardId, entry: Entry) -> I
         }
         Target::Core(client) => {
             let outcome = match client
-                .publish_with_headers(subject.to_owned(), hdrs, entry.body.clone())
+                .publish_with_headers(subject.clone(), hdrs, entry.body.clone())
                 .await
             {
                 Ok(()) => Outcome::Stored,

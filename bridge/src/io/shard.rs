@@ -2,6 +2,13 @@
 //! machine, and carries out the machine's actions. All protocol decisions
 //! are the machine's; this file only moves bytes and waits.
 //!
+//! Back-pressure: when the outbox refuses an event, the task keeps it (and
+//! whatever the same frame produced after it) and stops polling the socket
+//! until the outbox has room, so TCP pushes back to Discord; the heartbeat
+//! timer and the writer go on. While reading is paused the task also
+//! reports the NATS connection state, which decides whether the machine
+//! keeps waiting or closes.
+//!
 //! The task runs inside its shard's tracing span; each connection adds a
 //! `conn` span of its own, entered whenever the machine handles an input, so
 //! every log line names the shard and the connection without repeating them.
@@ -10,6 +17,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use std::collections::VecDeque;
 
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -21,19 +30,22 @@ use tracing::Span;
 use super::core_sink::CoreSink;
 use super::identify::IdentifyQueue;
 use super::outbox::{Mark, Outbox};
-use super::publisher::headers;
+use super::publisher::EventHeaders;
 use super::status_service::ShardReporter;
 use super::tasks::{TaskError, Tasks};
 use super::ws::{self, ConnectError, Connection};
 use crate::codec::{Compression, Frame};
 use crate::gateway::ShardId;
-use crate::gateway::machine::{Action, Input, Machine, PublishKind, Stop};
+use crate::gateway::machine::{Action, Input, Machine, Publish, PublishKind, Stop};
 
 type Pending<T> = Option<Pin<Box<dyn Future<Output = T> + Send>>>;
 
 /// How long a closing connection may take to finish its close handshake
 /// before the task stops anyway.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
+/// How often the NATS connection state is looked at while reading is
+/// paused (only then does the machine need it).
+const NATS_CHECK: Duration = Duration::from_millis(100);
 
 /// What a shard task needs besides its machine.
 pub(crate) struct ShardIo {
@@ -49,6 +61,8 @@ pub(crate) struct ShardIo {
     pub identify: Arc<IdentifyQueue>,
     /// Durable events go here; it reports the resume point back.
     pub outbox: Arc<Outbox>,
+    /// The NATS client, whose connection state matters while paused.
+    pub nats: async_nats::Client,
     /// Status events and the firehose.
     pub sink: CoreSink,
     /// This shard's entry in the status endpoint.
@@ -88,6 +102,13 @@ pub enum ShardEnd {
     },
 }
 
+/// What the outbox refused, and what the same frame produced after it, in
+/// order: taken as soon as there is room.
+enum Held {
+    Event(Publish),
+    Skip { epoch: u64, seq: u64 },
+}
+
 /// The machine and the connection span its inputs are handled in.
 struct Driver {
     machine: Machine,
@@ -118,6 +139,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
         connect_timeout,
         identify: identify_queue,
         outbox,
+        nats,
         sink,
         reporter,
         tasks,
@@ -138,6 +160,11 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
     let mut closing = Vec::new();
     let mut stop: Option<Stop> = None;
     let mut shutdown_sent = false;
+    let mut held: VecDeque<Held> = VecDeque::new();
+    let mut raw_headers = EventHeaders::new(shard);
+    let mut nats_up = true;
+    let nats_check = tokio::time::sleep(NATS_CHECK);
+    tokio::pin!(nats_check);
     // One timer, moved only when the machine's deadline moves: a frame
     // does not cost a timer registration.
     let sleep = tokio::time::sleep_until(Instant::now());
@@ -149,7 +176,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
         // Carry out what the machine decided; a refused publish, and a
         // resume point that moved at once, are fed back.
         while !d.actions.is_empty() {
-            let mut rejected = None;
+            let mut rejected: Option<(u64, u64)> = None;
             let mut committed: Option<Mark> = None;
             let actions = std::mem::take(&mut d.actions);
             for action in actions {
@@ -157,6 +184,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                     Action::Connect { url } => {
                         identify = None;
                         conn = None;
+                        held.clear();
                         d.connections += 1;
                         d.conn_span =
                             tracing::info_span!(parent: Span::current(), "conn", n = d.connections);
@@ -189,6 +217,9 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                     }
                     Action::Close { code, reason } => {
                         identify = None;
+                        // The machine gave the kept events up: Discord
+                        // replays them after the RESUME.
+                        held.clear();
                         {
                             let _entered = d.conn_span.enter();
                             if matches!(reason, "shutdown" | "reconnect_requested") {
@@ -209,22 +240,23 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                     }
                     Action::Publish(p) => match &p.kind {
                         PublishKind::Agent(_) => {
-                            if rejected.is_none()
-                                && let Err(full) = outbox.push(p)
-                            {
-                                rejected = Some(full);
+                            if !held.is_empty() {
+                                held.push_back(Held::Event(p));
+                            } else if let Err(p) = outbox.push(p) {
+                                rejected = Some((p.epoch, p.seq));
+                                held.push_back(Held::Event(p));
                             }
                         }
-                        PublishKind::Raw(event) => match headers(&p, shard) {
+                        PublishKind::Raw(event) => match raw_headers.build(&p) {
                             Ok(h) => sink.raw(event, h, p.body.into()),
                             Err(e) => tracing::error!(error = %e, "raw dispatch not published"),
                         },
                     },
                     Action::Skip { epoch, seq } => {
                         // Nothing after a refused event may commit.
-                        if rejected.is_none()
-                            && let Some(mark) = outbox.skip(epoch, seq)
-                        {
+                        if !held.is_empty() {
+                            held.push_back(Held::Skip { epoch, seq });
+                        } else if let Some(mark) = outbox.skip(epoch, seq) {
                             committed = Some(mark);
                         }
                     }
@@ -239,11 +271,15 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
             if let Some((epoch, seq)) = committed {
                 d.feed(Input::Acked { epoch, seq });
             }
-            if let Some(full) = rejected {
-                d.feed(Input::PublishRejected {
-                    epoch: full.epoch,
-                    seq: full.seq,
-                });
+            if let Some((epoch, seq)) = rejected {
+                // The machine decides between waiting and closing, so it
+                // learns first whether NATS is up.
+                nats_up = report_nats(&mut d, &nats, None);
+                d.feed(Input::PublishRejected { epoch, seq });
+                nats_check.as_mut().reset(Instant::now() + NATS_CHECK);
+            }
+            if !d.machine.is_reading_paused() {
+                held.clear();
             }
         }
         publish_mark(&session_mark, d.machine.session());
@@ -275,6 +311,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
             armed = deadline;
         }
         let paused = d.machine.is_paused();
+        let reading = !d.machine.is_reading_paused();
         // Order matters: a stop request first, then the heartbeat deadline
         // (a flood of frames must never delay a heartbeat), then the socket.
         tokio::select! {
@@ -287,7 +324,11 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                 armed = None;
                 d.feed(Input::Tick);
             }
-            msg = next_message(&mut conn) => {
+            () = &mut nats_check, if !reading => {
+                nats_check.as_mut().reset(Instant::now() + NATS_CHECK);
+                nats_up = report_nats(&mut d, &nats, Some(nats_up));
+            }
+            msg = next_message(&mut conn), if reading => {
                 match (msg, conn.as_mut()) {
                     (Some(Ok(Message::Binary(bytes))), Some(c)) => match c.decoder.binary(&bytes) {
                         Ok(Some(Frame::Payload(p))) => d.feed(Input::Payload(p)),
@@ -333,8 +374,27 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                 let (epoch, seq) = *acks.borrow_and_update();
                 d.feed(Input::Acked { epoch, seq });
             }
-            () = outbox.room(), if paused => {
-                d.feed(Input::PublisherReady);
+            () = outbox.room(), if paused || !held.is_empty() => {
+                let mut committed = None;
+                while let Some(h) = held.pop_front() {
+                    match h {
+                        Held::Event(p) => {
+                            if let Err(p) = outbox.push(p) {
+                                held.push_front(Held::Event(p));
+                                break;
+                            }
+                        }
+                        Held::Skip { epoch, seq } => {
+                            committed = outbox.skip(epoch, seq).or(committed);
+                        }
+                    }
+                }
+                if let Some((epoch, seq)) = committed {
+                    d.feed(Input::Acked { epoch, seq });
+                }
+                if held.is_empty() {
+                    d.feed(Input::PublisherReady);
+                }
             }
         }
     }
@@ -367,6 +427,16 @@ fn publish_mark(
         }
         (None, None) => false,
     });
+}
+
+/// Tells the machine the NATS connection state when it differs from
+/// `known` (always when `known` is `None`); returns it.
+fn report_nats(d: &mut Driver, nats: &async_nats::Client, known: Option<bool>) -> bool {
+    let up = nats.connection_state() == async_nats::connection::State::Connected;
+    if known != Some(up) {
+        d.feed(if up { Input::NatsUp } else { Input::NatsDown });
+    }
+    up
 }
 
 /// The next WebSocket message, or never when there is no connection.

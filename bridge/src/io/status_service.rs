@@ -6,6 +6,7 @@
 //! with several replies (`nats req --replies 0 …`) collects every process;
 //! `nats micro stats discord-bridge` shows the same reports as endpoint data.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_nats::service::ServiceExt as _;
@@ -19,10 +20,57 @@ use crate::gateway::ShardId;
 use crate::gateway::machine::Stats;
 
 /// The reports of all shards of this process, shared with the shard tasks.
+/// Lifecycle fields change rarely and sit behind one lock; the counters
+/// change with every frame and are per-shard atomics, read on request, so a
+/// busy shard never takes a process-wide lock.
 #[derive(Debug, Clone)]
 pub(crate) struct Reports {
-    inner: Arc<Mutex<Vec<ShardReport>>>,
+    inner: Arc<Mutex<Vec<(ShardReport, Arc<Counters>)>>>,
     publish: &'static str,
+}
+
+/// One shard's counters; `NONE` stands for an absent value.
+#[derive(Debug, Default)]
+struct Counters {
+    reconnects: AtomicU64,
+    relayed: AtomicU64,
+    own_messages: AtomicU64,
+    malformed: AtomicU64,
+    oversized: AtomicU64,
+    lost: AtomicU64,
+    one_pass_messages: AtomicU64,
+    read_pauses: AtomicU64,
+    nats_closes: AtomicU64,
+    last_seq: AtomicU64,
+    rtt_ms: AtomicU64,
+    buffered: AtomicU64,
+}
+
+const NONE: u64 = u64::MAX;
+
+impl Counters {
+    fn new() -> Arc<Self> {
+        let c = Self::default();
+        c.last_seq.store(NONE, Relaxed);
+        c.rtt_ms.store(NONE, Relaxed);
+        Arc::new(c)
+    }
+
+    fn fill(&self, r: &mut ShardReport) {
+        let opt = |v: u64| (v != NONE).then_some(v);
+        r.reconnects = self.reconnects.load(Relaxed);
+        r.events_relayed = self.relayed.load(Relaxed);
+        r.own_messages = self.own_messages.load(Relaxed);
+        r.malformed = self.malformed.load(Relaxed);
+        r.oversized = self.oversized.load(Relaxed);
+        r.lost = self.lost.load(Relaxed);
+        r.one_pass_messages = self.one_pass_messages.load(Relaxed);
+        r.read_pauses = self.read_pauses.load(Relaxed);
+        r.nats_closes = self.nats_closes.load(Relaxed);
+        r.last_seq = opt(self.last_seq.load(Relaxed));
+        r.heartbeat_rtt_ms = opt(self.rtt_ms.load(Relaxed));
+        r.buffered = usize::try_from(self.buffered.load(Relaxed)).unwrap_or(usize::MAX);
+    }
 }
 
 /// One shard's handle on its report.
@@ -30,6 +78,7 @@ pub(crate) struct Reports {
 pub(crate) struct ShardReporter {
     reports: Reports,
     index: usize,
+    counters: Arc<Counters>,
 }
 
 impl Reports {
@@ -38,9 +87,12 @@ impl Reports {
     pub(crate) fn new(shards: &[ShardId], publish: &'static str) -> Self {
         let reports = shards
             .iter()
-            .map(|s| ShardReport {
-                shard: s.pair(),
-                ..ShardReport::default()
+            .map(|s| {
+                let report = ShardReport {
+                    shard: s.pair(),
+                    ..ShardReport::default()
+                };
+                (report, Counters::new())
             })
             .collect();
         Self {
@@ -53,19 +105,22 @@ impl Reports {
     #[must_use]
     pub(crate) fn reporter(&self, shard: ShardId) -> ShardReporter {
         let mut all = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let index = match all.iter().position(|r| r.shard == shard.pair()) {
+        let index = match all.iter().position(|(r, _)| r.shard == shard.pair()) {
             Some(i) => i,
             None => {
-                all.push(ShardReport {
+                let report = ShardReport {
                     shard: shard.pair(),
                     ..ShardReport::default()
-                });
+                };
+                all.push((report, Counters::new()));
                 all.len() - 1
             }
         };
+        let counters = Arc::clone(&all[index].1);
         ShardReporter {
             reports: self.clone(),
             index,
+            counters,
         }
     }
 
@@ -79,7 +134,13 @@ impl Reports {
                 .inner
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+                .iter()
+                .map(|(report, counters)| {
+                    let mut r = report.clone();
+                    counters.fill(&mut r);
+                    r
+                })
+                .collect(),
         }
     }
 }
@@ -91,7 +152,7 @@ impl ShardReporter {
             .inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(r) = all.get_mut(self.index) {
+        if let Some((r, _)) = all.get_mut(self.index) {
             f(r);
         }
     }
@@ -124,7 +185,7 @@ impl ShardReporter {
         });
     }
 
-    /// Copies the counters.
+    /// Copies the counters: relaxed stores, no lock.
     pub(crate) fn counters(
         &self,
         stats: &Stats,
@@ -132,18 +193,21 @@ impl ShardReporter {
         rtt_ms: Option<u64>,
         buffered: usize,
     ) {
-        self.with(|r| {
-            r.reconnects = stats.reconnects;
-            r.events_relayed = stats.relayed;
-            r.own_messages = stats.own_messages;
-            r.malformed = stats.malformed;
-            r.oversized = stats.oversized;
-            r.lost = stats.lost;
-            r.one_pass_messages = stats.one_pass_messages;
-            r.last_seq = last_seq;
-            r.heartbeat_rtt_ms = rtt_ms;
-            r.buffered = buffered;
-        });
+        let c = &self.counters;
+        c.reconnects.store(stats.reconnects, Relaxed);
+        c.relayed.store(stats.relayed, Relaxed);
+        c.own_messages.store(stats.own_messages, Relaxed);
+        c.malformed.store(stats.malformed, Relaxed);
+        c.oversized.store(stats.oversized, Relaxed);
+        c.lost.store(stats.lost, Relaxed);
+        c.one_pass_messages.store(stats.one_pass_messages, Relaxed);
+        c.read_pauses.store(stats.read_pauses, Relaxed);
+        c.nats_closes.store(stats.nats_closes, Relaxed);
+        c.last_seq.store(last_seq.unwrap_or(NONE), Relaxed);
+        c.rtt_ms
+            .store(rtt_ms.map_or(NONE, |v| v.min(NONE - 1)), Relaxed);
+        c.buffered
+            .store(u64::try_from(buffered).unwrap_or(NONE - 1), Relaxed);
     }
 }
 

@@ -509,6 +509,7 @@ async fn run_unit(
         connect_timeout: CONNECT_TIMEOUT,
         identify: Arc::clone(&ctx.identify),
         outbox: Arc::clone(&outbox),
+        nats: ctx.target.client().clone(),
         sink: ctx.sink.clone(),
         reporter: ctx.reports.reporter(shard),
         tasks: tasks.clone(),

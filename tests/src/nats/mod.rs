@@ -203,6 +203,33 @@ impl NatsServer {
             .unwrap_or_else(|err| panic!("reaping nats-server pid {}: {err}", child.id()));
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open but nothing
+    /// is answered or acknowledged, a NATS that makes no progress.
+    ///
+    /// # Panics
+    ///
+    /// When no process is attached.
+    pub fn pause(&mut self) {
+        let child = self.child.as_ref().expect("pause() needs a nats-server");
+        assert!(
+            send_signal(&child.id().to_string(), Signal::Stop),
+            "SIGSTOP"
+        );
+    }
+
+    /// Thaws a server frozen with [`pause`](Self::pause) (SIGCONT).
+    ///
+    /// # Panics
+    ///
+    /// When no process is attached.
+    pub fn resume(&mut self) {
+        let child = self.child.as_ref().expect("resume() needs a nats-server");
+        assert!(
+            send_signal(&child.id().to_string(), Signal::Cont),
+            "SIGCONT"
+        );
+    }
+
     /// Stops the server gracefully (SIGTERM) and waits for it to exit.
     ///
     /// # Panics

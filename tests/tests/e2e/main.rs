@@ -11,6 +11,7 @@ mod discovery;
 mod docs;
 mod durability;
 mod fatal_codes;
+mod flood;
 mod happy_path;
 mod harness;
 mod invalid_session;

@@ -150,6 +150,7 @@ fn sample(key: &str, dir: &Path) -> (String, Vec<(&'static str, String)>) {
         "nats.buffer_bytes" => ("4096".into(), vec![]),
         "nats.max_inflight" => ("7".into(), vec![]),
         "nats.ack_timeout_ms" => ("250".into(), vec![]),
+        "nats.stall_timeout_secs" => ("5".into(), vec![]),
         other => panic!("no sample for {other}: add one"),
     }
 }

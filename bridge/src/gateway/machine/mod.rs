@@ -3,9 +3,16 @@
 //!
 //! States: `Idle` → `Waiting` (backoff) → `Connecting` → `Open` (awaiting
 //! HELLO → handshake → live) → back to `Waiting` when the connection ends,
-//! `Paused` while the publisher is full, `Stopped` at the end. The session
-//! (id, resume URL, sequences) outlives connections; the heartbeat and the
-//! send limiter belong to one connection.
+//! `Paused` after a close for NATS until the publisher drained, `Stopped` at
+//! the end. The session (id, resume URL, sequences) outlives connections;
+//! the heartbeat and the send limiter belong to one connection.
+//!
+//! Flow control: a full event buffer while NATS is healthy does not end the
+//! connection. The open connection enters back-pressure (`Conn::pressure`):
+//! the shell keeps the refused event and stops reading the socket, so TCP
+//! pushes back to Discord, while heartbeats go on. Only NATS down, or no
+//! publish acknowledged for `stall_timeout`, with the buffer full, closes the
+//! connection resumably (`nats_backpressure`).
 
 mod frames;
 mod types;
@@ -54,6 +61,8 @@ pub struct Machine {
     resume_connect_failures: u32,
     epochs: u64,
     last_rtt: Option<std::time::Duration>,
+    /// As last reported by the shell; assumed up until told otherwise.
+    nats_up: bool,
     stats: Stats,
 }
 
@@ -75,6 +84,19 @@ struct Conn {
     /// Sends waiting for room in the rate-limit window, and when room opens.
     queue: VecDeque<OutFrame>,
     retry_at: Option<Instant>,
+    /// Reading is paused: the buffer refused an event, which the shell keeps.
+    pressure: Option<Pressure>,
+}
+
+/// A pause in reading the socket.
+#[derive(Debug, Clone, Copy)]
+struct Pressure {
+    /// The refused event, kept by the shell.
+    epoch: u64,
+    seq: u64,
+    since: Instant,
+    /// The pause began, or NATS last acknowledged something since.
+    progress_at: Instant,
 }
 
 #[derive(Debug)]
@@ -97,6 +119,27 @@ enum Step {
     AwaitingPermit,
     Identifying,
     Resuming,
+}
+
+impl Conn {
+    /// The kept event was taken: read again. The time spent paused does not
+    /// count against the handshake deadline.
+    fn resume_reading(&mut self, now: Instant) {
+        let Some(p) = self.pressure.take() else {
+            return;
+        };
+        let paused = now.saturating_duration_since(p.since);
+        if let Stage::Handshake {
+            deadline: Some(d), ..
+        } = &mut self.stage
+        {
+            *d += paused;
+        }
+        if let Some(hb) = self.stage.heartbeat() {
+            hb.resume(now);
+        }
+        tracing::trace!(paused_us = paused.as_micros(), "reading resumed");
+    }
 }
 
 impl Stage {
@@ -143,6 +186,7 @@ impl Machine {
             resume_connect_failures: 0,
             epochs,
             last_rtt: None,
+            nats_up: true,
             stats: Stats::default(),
         }
     }
@@ -165,6 +209,7 @@ impl Machine {
                         limiter: SendLimiter::default(),
                         queue: VecDeque::new(),
                         retry_at: None,
+                        pressure: None,
                     });
                 }
             }
@@ -221,13 +266,30 @@ impl Machine {
                 if let Some(s) = self.session.as_mut().filter(|s| s.epoch == epoch) {
                     s.commit(seq);
                 }
-            }
-            Input::PublishRejected { epoch, seq } => self.publish_rejected(now, epoch, seq, out),
-            Input::PublisherReady => {
-                if matches!(self.phase, Phase::Paused) {
-                    self.connect(out);
+                if let Phase::Open(Conn {
+                    pressure: Some(p), ..
+                }) = &mut self.phase
+                {
+                    p.progress_at = now;
                 }
             }
+            Input::PublishRejected { epoch, seq } => self.publish_rejected(now, epoch, seq, out),
+            Input::PublisherReady => match &mut self.phase {
+                Phase::Paused => self.connect(out),
+                Phase::Open(conn) => conn.resume_reading(now),
+                _ => {}
+            },
+            Input::NatsDown => {
+                self.nats_up = false;
+                if let Phase::Open(Conn {
+                    pressure: Some(p), ..
+                }) = &self.phase
+                {
+                    let p = *p;
+                    self.close_for_nats(now, p, "NATS is disconnected", out);
+                }
+            }
+            Input::NatsUp => self.nats_up = true,
             Input::Shutdown => self.shutdown(out),
         }
     }
@@ -239,13 +301,18 @@ impl Machine {
             Phase::Waiting { until } => Some(*until),
             Phase::Open(conn) => {
                 let stage = match &conn.stage {
+                    // Not reading: only the heartbeat and the stall count.
+                    Stage::Handshake { hb, .. } if conn.pressure.is_some() => Some(hb.deadline()),
                     Stage::AwaitingHello { deadline } => Some(*deadline),
                     Stage::Handshake { hb, deadline, .. } => {
                         Some(deadline.map_or(hb.deadline(), |d| d.min(hb.deadline())))
                     }
                     Stage::Live { hb } => Some(hb.deadline()),
                 };
-                [stage, conn.retry_at].into_iter().flatten().min()
+                let stall = conn
+                    .pressure
+                    .map(|p| p.progress_at + self.cfg.stall_timeout);
+                [stage, conn.retry_at, stall].into_iter().flatten().min()
             }
             _ => None,
         }
@@ -262,6 +329,19 @@ impl Machine {
     #[must_use]
     pub const fn is_paused(&self) -> bool {
         matches!(self.phase, Phase::Paused)
+    }
+
+    /// Whether the shell must not read the socket: the buffer refused an
+    /// event, and the shell keeps it until [`Input::PublisherReady`].
+    #[must_use]
+    pub const fn is_reading_paused(&self) -> bool {
+        matches!(
+            &self.phase,
+            Phase::Open(Conn {
+                pressure: Some(_),
+                ..
+            })
+        )
     }
 
     /// Whether events are flowing (READY or RESUMED received).
@@ -342,7 +422,19 @@ impl Machine {
         match &mut self.phase {
             Phase::Waiting { until } if now >= *until => self.connect(out),
             Phase::Open(conn) => {
+                if let Some(p) = conn.pressure
+                    && now >= p.progress_at + self.cfg.stall_timeout
+                {
+                    let why = format!(
+                        "no publish acknowledged for {} s",
+                        self.cfg.stall_timeout.as_secs_f64()
+                    );
+                    return self.close_for_nats(now, p, &why, out);
+                }
                 let expired = match &conn.stage {
+                    // Time spent not reading does not count against the
+                    // handshake: RESUMED may sit unread behind the replay.
+                    _ if conn.pressure.is_some() => None,
                     Stage::AwaitingHello { deadline } => {
                         (now >= *deadline).then_some("hello_timeout")
                     }
@@ -527,6 +619,14 @@ impl Machine {
         disposition: Disposition,
         out: &mut Vec<Action>,
     ) {
+        // An event kept by the shell goes with the connection.
+        if let Phase::Open(Conn {
+            pressure: Some(p), ..
+        }) = &self.phase
+        {
+            let p = *p;
+            self.unhandle(p.epoch, p.seq);
+        }
         // A connection opened to resume that ended before RESUMED (whether
         // before HELLO or after RESUME was sent) is a failed resume.
         if let Phase::Open(conn) = &self.phase
@@ -616,31 +716,65 @@ impl Machine {
     }
 
     fn publish_rejected(&mut self, now: Instant, epoch: u64, seq: u64, out: &mut Vec<Action>) {
-        // The outbox did not take it: as if it never arrived, so a RESUME
-        // replays it.
+        let Phase::Open(conn) = &mut self.phase else {
+            // Not connected: the shell drops the event, a RESUME replays it.
+            self.unhandle(epoch, seq);
+            return;
+        };
+        if conn.pressure.is_some() {
+            return;
+        }
+        let p = Pressure {
+            epoch,
+            seq,
+            since: now,
+            progress_at: now,
+        };
+        conn.pressure = Some(p);
+        if let Some(hb) = conn.stage.heartbeat() {
+            hb.pause();
+        }
+        self.stats.read_pauses += 1;
+        tracing::debug!(
+            seq,
+            "event buffer full: reading paused until NATS has caught up"
+        );
+        if !self.nats_up {
+            self.close_for_nats(now, p, "NATS is disconnected", out);
+        }
+    }
+
+    /// Dispatch `seq` never reached the publisher: as if it never arrived,
+    /// so a RESUME replays it.
+    fn unhandle(&mut self, epoch: u64, seq: u64) {
         if let Some(s) = self.session.as_mut().filter(|s| s.epoch == epoch) {
             s.handled_through = s.handled_through.min(seq.saturating_sub(1));
         }
-        if !matches!(self.phase, Phase::Open(_)) {
-            return;
-        }
+    }
+
+    /// The buffer is full and NATS is down or stalled: close resumably and
+    /// wait for the publisher to drain before the RESUME. The kept event is
+    /// dropped by the shell with the connection; Discord replays it.
+    fn close_for_nats(&mut self, now: Instant, p: Pressure, why: &str, out: &mut Vec<Action>) {
+        self.unhandle(p.epoch, p.seq);
         out.push(Action::Close {
             code: CLOSE_RESUMABLE,
             reason: "nats_backpressure",
         });
         self.stats.reconnects += 1;
-        let mut ev = self.status(
-            ShardState::Disconnected,
-            format!(
-                "NATS is not keeping up: the event buffer is full at seq {seq}; closing the \
-                 gateway and resuming once NATS has caught up"
-            ),
+        self.stats.nats_closes += 1;
+        let paused_ms = now.saturating_duration_since(p.since).as_millis();
+        let detail = format!(
+            "{why} and the event buffer is full at seq {} (reading paused for {paused_ms} ms): \
+             closing the gateway and resuming once NATS has caught up",
+            p.seq
         );
+        tracing::warn!(reason = "nats_backpressure", seq = p.seq, "{detail}");
+        let mut ev = self.status(ShardState::Disconnected, detail);
         ev.reason = Some("nats_backpressure".to_owned());
         ev.close_code = Some(CLOSE_RESUMABLE);
         ev.will_resume = Some(self.session.is_some());
         out.push(Action::Status(ev));
-        let _ = now;
         self.phase = Phase::Paused;
     }
 

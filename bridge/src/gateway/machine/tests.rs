@@ -23,6 +23,8 @@ struct H {
     m: Machine,
     now: Instant,
     log: UnackedLog,
+    /// The outbox is full: durable publishes are not taken.
+    refusing: bool,
 }
 
 fn config() -> MachineConfig {
@@ -41,6 +43,7 @@ impl H {
             m: Machine::new(cfg),
             now: Instant::now(),
             log: UnackedLog::new(10_000, 1 << 30),
+            refusing: false,
         }
     }
 
@@ -50,7 +53,7 @@ impl H {
         let mut committed = None;
         for action in &out {
             match action {
-                Action::Publish(p) if p.is_durable() => {
+                Action::Publish(p) if p.is_durable() && !self.refusing => {
                     self.log.push(p.clone()).expect("room in the test log");
                 }
                 Action::Skip { epoch, seq } => {
@@ -739,13 +742,15 @@ fn shutdown_closes_resumably_and_stops() {
 }
 
 #[test]
-fn full_publisher_pauses_then_resumes_from_the_acked_seq() {
+fn full_publisher_with_nats_down_closes_then_resumes_from_the_acked_seq() {
     let mut h = H::new();
     h.live();
     h.dispatch(2, "MESSAGE_CREATE", &message(2, "1"));
     h.ack_front();
     h.dispatch(3, "MESSAGE_CREATE", &message(3, "1"));
     h.dispatch(4, "MESSAGE_CREATE", &message(4, "1"));
+    // NATS is down: a full buffer cannot drain, so the connection closes.
+    assert_eq!(h.feed(Input::NatsDown), []);
     let out = h.feed(Input::PublishRejected { epoch: 1, seq: 4 });
     assert_eq!(close_code(&out), Some(4000));
     let s = status(&out, ShardState::Disconnected);
@@ -776,6 +781,7 @@ fn unavoidable_loss_is_reported_with_its_range() {
     h.live();
     h.dispatch(2, "MESSAGE_CREATE", &message(2, "1"));
     h.dispatch(3, "MESSAGE_CREATE", &message(3, "1"));
+    h.feed(Input::NatsDown);
     h.feed(Input::PublishRejected { epoch: 1, seq: 3 });
     h.feed(Input::PublisherReady);
     h.feed(Input::Opened);
@@ -1118,4 +1124,189 @@ fn a_handed_over_session_is_resumed_from_its_checkpoint() {
     let p = publishes(&out);
     assert_eq!(p.len(), 1);
     assert_eq!(&*p[0].session_id, "handed-over");
+}
+
+/// A live session whose buffer refuses seq 4 (2 is stored, 3 in flight).
+fn paused(cfg: MachineConfig) -> H {
+    let mut h = H::with(cfg);
+    h.live();
+    h.dispatch(2, "MESSAGE_CREATE", &message(2, "1"));
+    h.ack_front();
+    h.dispatch(3, "MESSAGE_CREATE", &message(3, "1"));
+    h.refusing = true;
+    h.dispatch(4, "MESSAGE_CREATE", &message(4, "1"));
+    h.refusing = false;
+    let out = h.feed(Input::PublishRejected { epoch: 1, seq: 4 });
+    assert_eq!(close_code(&out), None, "a burst never closes: {out:?}");
+    assert!(h.m.is_reading_paused());
+    h
+}
+
+fn no_stall() -> MachineConfig {
+    let mut cfg = config();
+    cfg.stall_timeout = Duration::from_secs(24 * 3600);
+    cfg
+}
+
+#[test]
+fn a_full_buffer_with_nats_up_pauses_reading_and_keeps_heartbeating() {
+    let mut h = paused(no_stall());
+    assert_eq!(h.m.stats().read_pauses, 1);
+    // Several intervals without reading: heartbeats go on, no zombie verdict.
+    for round in 0..4 {
+        let out = h.next();
+        assert!(
+            sent_json(&out, SendKind::Heartbeat).is_some(),
+            "round {round}: {out:?}"
+        );
+        assert_eq!(close_code(&out), None, "round {round}");
+    }
+    // The kept event was taken: reading resumes, the session goes on.
+    assert_eq!(h.feed(Input::PublisherReady), []);
+    assert!(!h.m.is_reading_paused());
+    let out = h.dispatch(5, "MESSAGE_CREATE", &message(5, "1"));
+    assert_eq!(publishes(&out)[0].seq, 5);
+    assert_eq!(h.m.stats().reconnects, 0);
+    assert_eq!(h.m.stats().nats_closes, 0);
+}
+
+#[test]
+fn a_stalled_nats_with_a_full_buffer_closes_after_the_stall_timeout() {
+    let mut cfg = config();
+    cfg.stall_timeout = Duration::from_secs(10);
+    let mut h = paused(cfg);
+    assert_eq!(h.advance(Duration::from_secs(9)), []);
+    // An ack is progress: the stall clock starts again.
+    h.ack_front();
+    assert_eq!(h.advance(Duration::from_secs(9)), []);
+    assert_eq!(h.m.next_deadline(), Some(h.now + Duration::from_secs(1)));
+    let out = h.next();
+    assert_eq!(close_code(&out), Some(4000));
+    let s = status(&out, ShardState::Disconnected);
+    assert_eq!(s.reason.as_deref(), Some("nats_backpressure"));
+    assert!(
+        s.detail.contains("no publish acknowledged for 10 s"),
+        "{}",
+        s.detail
+    );
+    assert_eq!(h.m.stats().nats_closes, 1);
+    assert!(!h.m.is_reading_paused());
+    // Once the publisher drained, a RESUME from what is stored.
+    let out = h.feed(Input::PublisherReady);
+    assert!(connect_url_of(&out).unwrap().starts_with(RESUME_URL));
+    h.feed(Input::Opened);
+    let out = h.hello();
+    assert_eq!(sent_json(&out, SendKind::Resume).unwrap()["d"]["seq"], 3);
+    // The refused event was never handled: its replay is relayed.
+    let out = h.dispatch(4, "MESSAGE_CREATE", &message(4, "1"));
+    assert_eq!(publishes(&out)[0].seq, 4);
+}
+
+#[test]
+fn without_acks_a_full_buffer_closes_once_the_stall_timeout_passed() {
+    let mut cfg = config();
+    cfg.stall_timeout = Duration::from_secs(10);
+    let mut h = paused(cfg);
+    let out = h.advance(Duration::from_secs(10));
+    assert_eq!(close_code(&out), Some(4000));
+    h.feed(Input::PublisherReady);
+    h.feed(Input::Opened);
+    let out = h.hello();
+    assert_eq!(sent_json(&out, SendKind::Resume).unwrap()["d"]["seq"], 2);
+    // 3 is still in the publisher; 4 was refused, so its replay is relayed.
+    assert!(publishes(&h.dispatch(3, "MESSAGE_CREATE", &message(3, "1"))).is_empty());
+    let out = h.dispatch(4, "MESSAGE_CREATE", &message(4, "1"));
+    assert_eq!(publishes(&out)[0].seq, 4);
+}
+
+#[test]
+fn nats_going_down_while_paused_closes_at_once() {
+    let mut h = paused(no_stall());
+    let out = h.feed(Input::NatsDown);
+    assert_eq!(close_code(&out), Some(4000));
+    let s = status(&out, ShardState::Disconnected);
+    assert!(s.detail.contains("NATS is disconnected"), "{}", s.detail);
+    assert_eq!(h.m.stats().nats_closes, 1);
+}
+
+#[test]
+fn nats_down_with_room_in_the_buffer_keeps_the_connection() {
+    let mut h = H::new();
+    h.live();
+    assert_eq!(h.feed(Input::NatsDown), []);
+    let out = h.dispatch(2, "MESSAGE_CREATE", &message(2, "1"));
+    assert_eq!(publishes(&out).len(), 1);
+    // Back up before the buffer filled: a later burst only pauses.
+    h.feed(Input::NatsUp);
+    h.dispatch(3, "MESSAGE_CREATE", &message(3, "1"));
+    let out = h.feed(Input::PublishRejected { epoch: 1, seq: 3 });
+    assert_eq!(close_code(&out), None);
+}
+
+/// Reading paused is not silence; but a connection that is silent once it
+/// is read again is a zombie, caught within two intervals.
+#[test]
+fn a_real_zombie_is_caught_after_a_pause() {
+    let mut h = paused(no_stall());
+    for _ in 0..3 {
+        assert_eq!(close_code(&h.next()), None);
+    }
+    h.feed(Input::PublisherReady);
+    let resumed = h.now;
+    let mut out = h.next();
+    if close_code(&out).is_none() {
+        assert!(sent_json(&out, SendKind::Heartbeat).is_some(), "{out:?}");
+        out = h.next();
+    }
+    assert_eq!(close_code(&out), Some(4000));
+    assert!(
+        h.now >= resumed + Duration::from_millis(HB),
+        "judged only after a full interval of reading"
+    );
+    assert_eq!(
+        status(&out, ShardState::Disconnected).reason.as_deref(),
+        Some("zombie_connection")
+    );
+}
+
+#[test]
+fn the_backlog_read_after_a_pause_proves_the_connection_alive() {
+    let mut h = paused(no_stall());
+    h.next();
+    h.next();
+    h.feed(Input::PublisherReady);
+    h.dispatch(5, "MESSAGE_CREATE", &message(5, "1"));
+    h.json(&json!({"op": 11}));
+    for _ in 0..3 {
+        let out = h.next();
+        assert_eq!(close_code(&out), None, "{out:?}");
+        h.json(&json!({"op": 11}));
+    }
+}
+
+/// A RESUME replay fills the buffer before RESUMED: the pause does not
+/// count against the handshake deadline.
+#[test]
+fn a_pause_during_the_resume_replay_extends_the_handshake_deadline() {
+    let mut h = H::with(no_stall());
+    h.live();
+    h.dispatch(2, "MESSAGE_CREATE", &message(2, "1"));
+    h.ack_front();
+    h.feed(Input::Closed {
+        code: None,
+        reason: "reset".into(),
+    });
+    h.reconnect();
+    let out = h.dispatch(3, "MESSAGE_CREATE", &message(3, "1"));
+    assert_eq!(publishes(&out).len(), 1);
+    h.feed(Input::PublishRejected { epoch: 1, seq: 3 });
+    let paused_at = h.now;
+    // Far past the 120 s handshake timeout, beats going on.
+    while h.now < paused_at + Duration::from_secs(200) {
+        assert_eq!(close_code(&h.next()), None);
+    }
+    h.feed(Input::PublisherReady);
+    let out = h.dispatch(4, "RESUMED", &json!({}));
+    assert_eq!(close_code(&out), None);
+    assert!(h.m.is_live());
 }

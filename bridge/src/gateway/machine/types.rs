@@ -44,6 +44,9 @@ pub struct MachineConfig {
     /// Failed connects to `resume_gateway_url` before falling back to a new
     /// session on the main gateway URL.
     pub max_resume_connect_failures: u32,
+    /// How long the event buffer may stay full with no publish acknowledged
+    /// before the connection is closed (resumably) instead of waiting on.
+    pub stall_timeout: Duration,
     /// Seed of the machine's randomness (jitter); fixed in tests.
     pub seed: u64,
     /// A session handed over by the previous owner of the shard: the first
@@ -81,6 +84,7 @@ impl MachineConfig {
             handshake_timeout: Duration::from_secs(120),
             max_resume_failures: 3,
             max_resume_connect_failures: 10,
+            stall_timeout: Duration::from_secs(30),
             seed: fastrand::u64(..),
             resume: None,
         }
@@ -130,15 +134,23 @@ pub enum Input<'a> {
         /// The sequence.
         seq: u64,
     },
-    /// The publisher's buffer is full: the event `seq` was not taken.
+    /// The publisher's buffer is full: the event `seq` was not taken. The
+    /// shell keeps it and reads nothing more from the socket until it fits
+    /// ([`Input::PublisherReady`]): TCP pushes back to Discord.
     PublishRejected {
         /// The session.
         epoch: u64,
         /// The sequence.
         seq: u64,
     },
-    /// The publisher has room again (after [`Input::PublishRejected`]).
+    /// The publisher has room again (after [`Input::PublishRejected`]): the
+    /// kept event was taken and reading resumes, or, after a close for
+    /// NATS, the next connection may start.
     PublisherReady,
+    /// The NATS connection is down (the client reconnects on its own).
+    NatsDown,
+    /// The NATS connection is up again.
+    NatsUp,
     /// Stop for good.
     Shutdown,
 }
@@ -289,6 +301,12 @@ pub struct Stats {
     pub replays_skipped: u64,
     /// Connections lost (all causes).
     pub reconnects: u64,
+    /// Times reading paused because the event buffer was full (TCP
+    /// back-pressure on Discord, no reconnect).
+    pub read_pauses: u64,
+    /// Connections closed because NATS was down or stalled with a full
+    /// buffer (also counted in `reconnects`).
+    pub nats_closes: u64,
     /// Dispatches known to be lost (session invalidated before replay).
     pub lost: u64,
     /// READY received.
