@@ -16,6 +16,7 @@ COPY schemas schemas
 COPY sim sim
 COPY adapter adapter
 COPY tests tests
+COPY bench bench
 RUN cargo build --release --locked -p discord-bridge --no-default-features \
     && cp target/release/discord-bridge /discord-bridge
 

@@ -19,13 +19,16 @@ use tokio_util::sync::CancellationToken;
 use crate::gateway::ShardId;
 use crate::gateway::machine::Stats;
 
+/// One shard's report (lifecycle fields) and its counters (atomics).
+type Entry = (ShardReport, Arc<Counters>);
+
 /// The reports of all shards of this process, shared with the shard tasks.
 /// Lifecycle fields change rarely and sit behind one lock; the counters
 /// change with every frame and are per-shard atomics, read on request, so a
 /// busy shard never takes a process-wide lock.
 #[derive(Debug, Clone)]
 pub(crate) struct Reports {
-    inner: Arc<Mutex<Vec<(ShardReport, Arc<Counters>)>>>,
+    inner: Arc<Mutex<Vec<Entry>>>,
     publish: &'static str,
 }
 

@@ -256,15 +256,17 @@ fn dockerfile_is_multi_stage_small_and_non_root_and_documented() {
         "runs as non-root: {user}"
     );
     assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/discord-bridge"]"#));
-    // Every directory the workspace needs is copied into the build stage.
-    let manifest = read("Cargo.toml");
-    for member in ["bridge", "schemas", "sim", "adapter", "tests"] {
-        if manifest.contains(&format!("\"{member}\"")) {
-            assert!(
-                dockerfile.contains(&format!("COPY {member} {member}")),
-                "{member} is copied"
-            );
-        }
+    // Every workspace member is copied into the build stage: cargo cannot
+    // load the workspace without each member's manifest.
+    let manifest: toml::Table = read("Cargo.toml").parse().expect("Cargo.toml");
+    let members = manifest["workspace"]["members"]
+        .as_array()
+        .expect("workspace members");
+    for member in members.iter().filter_map(|m| m.as_str()) {
+        assert!(
+            dockerfile.contains(&format!("COPY {member} {member}")),
+            "{member} is copied"
+        );
     }
     // Only the simulator embeds the corpus, and the image does not compile
     // it: the fixtures stay out of the build context's copy.

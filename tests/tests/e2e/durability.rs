@@ -149,6 +149,10 @@ async fn a_session_lost_during_the_outage_is_reported_with_its_range() {
     let mut stack = Stack::start_with(StackOptions::with(|c| {
         c.nats.buffer_events = 2;
         c.nats.ack_timeout = Duration::from_millis(800);
+        // The outage must not outlast the shard lease: a process that can
+        // no longer renew stops its shard, and a successor starting from the
+        // checkpoint cannot know which dispatches were received unstored.
+        c.discord.shard_lease = Duration::from_secs(600);
     }))
     .await;
     let first_session = stack.wait_session(0).await;

@@ -65,7 +65,7 @@ fn the_typed_defaults() {
     assert_eq!(n.stream_max_bytes, None);
     assert_eq!(n.buffer_events, 10_000);
     assert_eq!(n.buffer_bytes, 64 << 20);
-    assert_eq!(n.max_inflight, 256);
+    assert_eq!(n.max_inflight, 1024);
     assert_eq!(n.ack_timeout, Duration::from_secs(5));
     assert_eq!(
         format!("{:?}", DiscordConfig::default()),
