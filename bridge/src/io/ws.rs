@@ -34,6 +34,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const WIRE_FLOOR: usize = 64 << 20;
 /// How long a close waits for Discord's close frame (the close handshake).
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+/// Bytes read from the socket per call (tungstenite's read buffer).
+const READ_BUFFER: usize = 16 << 10;
 /// Frames queued for the writer; the 120/60 s send limit keeps this small.
 const WRITER_QUEUE: usize = 256;
 
@@ -118,9 +120,13 @@ pub(crate) async fn connect(
     // and Discord would replay the same payload after the RESUME, forever.
     // Only absurd messages (beyond 4 × the cap and 64 MiB) end a connection.
     let wire_max = max_payload.saturating_mul(4).max(WIRE_FLOOR);
+    // tungstenite zero-fills its read buffer up to this size: at the
+    // default 128 KiB that is most of an idle shard's memory. 16 KiB still
+    // reads a dozen chat events per call during a flood.
     let config = WebSocketConfig::default()
         .max_message_size(Some(wire_max))
-        .max_frame_size(Some(wire_max));
+        .max_frame_size(Some(wire_max))
+        .read_buffer_size(READ_BUFFER);
     let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
     let (stream, _response) = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(ok)) => ok,
