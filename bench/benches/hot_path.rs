@@ -138,7 +138,7 @@ fn machine(c: &mut Criterion) {
                 let mut out = Vec::with_capacity(8);
                 let t0 = Instant::now();
                 for f in &frames {
-                    m.handle(t0.into(), Input::Payload(f.as_bytes()), &mut out);
+                    m.handle(t0, Input::Payload(f.as_bytes()), &mut out);
                     black_box(out.len());
                     out.clear();
                 }

@@ -25,9 +25,12 @@ use crate::gateway::machine::Stats;
 /// busy shard never takes a process-wide lock.
 #[derive(Debug, Clone)]
 pub(crate) struct Reports {
-    inner: Arc<Mutex<Vec<(ShardReport, Arc<Counters>)>>>,
+    inner: Arc<Mutex<Vec<Entry>>>,
     publish: &'static str,
 }
+
+/// One shard's report and its counters.
+type Entry = (ShardReport, Arc<Counters>);
 
 /// One shard's counters; `NONE` stands for an absent value.
 #[derive(Debug, Default)]
