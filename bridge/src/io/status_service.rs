@@ -32,9 +32,6 @@ pub(crate) struct Reports {
     publish: &'static str,
 }
 
-/// One shard's report and its counters.
-type Entry = (ShardReport, Arc<Counters>);
-
 /// One shard's counters; `NONE` stands for an absent value.
 #[derive(Debug, Default)]
 struct Counters {

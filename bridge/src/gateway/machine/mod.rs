@@ -66,9 +66,6 @@ pub struct Machine {
     stats: Stats,
 }
 
-// One per shard, moved rarely: boxing the open connection would only add an
-// allocation per connection.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 #[allow(
     clippy::large_enum_variant,
