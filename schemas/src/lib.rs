@@ -11,9 +11,10 @@
 //! * [`header`] — header names attached to every published event;
 //! * [`agent`] — the agent event envelope (`{"type","source","payload"}`);
 //! * [`status`] — lifecycle status events published per shard;
+//! * [`command`] — gateway command requests and their replies;
 //! * `json/` — the JSON Schema files ([`AGENT_EVENT_SCHEMA`],
-//!   [`STATUS_EVENT_SCHEMA`]), tested against these types so they cannot
-//!   drift.
+//!   [`STATUS_EVENT_SCHEMA`], [`COMMAND_SCHEMA`], [`COMMAND_REPLY_SCHEMA`]),
+//!   tested against these types so they cannot drift.
 //!
 //! # Versioning rule
 //! Fields are only ever added, never removed or renamed, and the meaning of an
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod command;
 pub mod header;
 pub mod status;
 pub mod subject;
@@ -32,4 +34,9 @@ pub use agent::{AgentEvent, AgentEventKind, Author, MessagePayload};
 pub const AGENT_EVENT_SCHEMA: &str = include_str!("../json/agent-event.v1.schema.json");
 /// JSON Schema (draft 2020-12) of status events.
 pub const STATUS_EVENT_SCHEMA: &str = include_str!("../json/status-event.v1.schema.json");
+/// JSON Schema (draft 2020-12) of gateway command requests.
+pub const COMMAND_SCHEMA: &str = include_str!("../json/gateway-command.v1.schema.json");
+/// JSON Schema (draft 2020-12) of gateway command replies.
+pub const COMMAND_REPLY_SCHEMA: &str = include_str!("../json/gateway-command-reply.v1.schema.json");
+pub use command::{CommandErrorCode, CommandReply, GatewayCommand};
 pub use status::{BridgeStatus, ShardReport, ShardState, StatusEvent};

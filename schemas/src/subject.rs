@@ -25,6 +25,20 @@ pub fn gateway_dispatch(prefix: &str, event: &str) -> String {
     format!("{prefix}.gateway.dispatch.{event}")
 }
 
+/// `{prefix}.gateway.command`: gateway commands (request/reply), answered
+/// by every process for what it runs.
+#[must_use]
+pub fn gateway_command(prefix: &str) -> String {
+    format!("{prefix}.gateway.command")
+}
+
+/// `{prefix}.gateway.command.{shard}`: gateway commands for one shard,
+/// subscribed only by the process that runs it.
+#[must_use]
+pub fn gateway_command_shard(prefix: &str, shard: u32) -> String {
+    format!("{prefix}.gateway.command.{shard}")
+}
+
 /// `Nats-Msg-Id` of a dispatch: `{session_id}:{seq}`.
 ///
 /// Discord replays the same `(session, seq)` pairs after a RESUME, so this id
@@ -96,6 +110,8 @@ mod tests {
             "x.gateway.dispatch.GUILD_CREATE"
         );
         assert_eq!(msg_id("abc", 42), "abc:42");
+        assert_eq!(gateway_command("x"), "x.gateway.command");
+        assert_eq!(gateway_command_shard("x", 3), "x.gateway.command.3");
     }
 
     #[test]

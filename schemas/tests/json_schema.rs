@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 
 use discord_bridge_schemas::status::SeqRange;
 use discord_bridge_schemas::{
-    AGENT_EVENT_SCHEMA, AgentEventKind, Author, MessagePayload, STATUS_EVENT_SCHEMA, ShardState,
-    StatusEvent,
+    AGENT_EVENT_SCHEMA, AgentEventKind, Author, COMMAND_REPLY_SCHEMA, COMMAND_SCHEMA,
+    CommandErrorCode, CommandReply, GatewayCommand, MessagePayload, STATUS_EVENT_SCHEMA,
+    ShardState, StatusEvent,
 };
 use serde_json::{Value, json};
 
@@ -226,5 +227,146 @@ fn status_events_validate_and_broken_ones_do_not() {
     ];
     for ev in &bad {
         assert!(!v.is_valid(ev), "should be refused: {ev}");
+    }
+}
+
+/// Discord's own examples of the four commands (discord-api-docs,
+/// gateway-events), as requests.
+fn command_examples() -> Vec<GatewayCommand> {
+    let c = |op, d, shard| GatewayCommand { op, d, shard };
+    vec![
+        c(
+            3,
+            json!({"since": 91_879_201, "activities": [{"name": "Save the Oxford Comma", "type": 0}],
+                   "status": "online", "afk": false}),
+            Some(1),
+        ),
+        c(
+            4,
+            json!({"guild_id": "41771983423143937", "channel_id": "127121515262115840",
+                   "self_mute": false, "self_deaf": false}),
+            None,
+        ),
+        c(
+            8,
+            json!({"guild_id": "41771983444115456", "query": "", "limit": 0}),
+            None,
+        ),
+        c(
+            31,
+            json!({"guild_ids": ["613425648685547541", "81384788765712384"]}),
+            None,
+        ),
+    ]
+}
+
+#[test]
+fn command_schema_lists_exactly_the_type_fields() {
+    let s = schema(COMMAND_SCHEMA);
+    let full = serde_json::to_value(&command_examples()[0]).unwrap();
+    assert_eq!(keys(&full), keys(&s["properties"]));
+    let minimal = serde_json::to_value(&command_examples()[1]).unwrap();
+    assert_eq!(keys(&minimal), strings(&s["required"]));
+    let ops: Vec<u64> = s["properties"]["op"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let known: Vec<u64> = discord_bridge_schemas::command::COMMAND_OPS
+        .iter()
+        .map(|op| u64::from(*op))
+        .collect();
+    assert_eq!(ops, known);
+}
+
+#[test]
+fn command_requests_validate_and_broken_ones_do_not() {
+    let v = jsonschema::validator_for(&schema(COMMAND_SCHEMA)).unwrap();
+    for example in command_examples() {
+        let value = serde_json::to_value(&example).unwrap();
+        assert!(v.is_valid(&value), "{value}");
+        let back: GatewayCommand = serde_json::from_value(value).unwrap();
+        assert_eq!(back, example);
+    }
+    let bad = [
+        json!({"op": 2, "d": {}}),
+        json!({"op": 3, "d": []}),
+        json!({"op": 3}),
+        json!({"op": 3, "d": {"since": null, "activities": [], "status": "online", "afk": false}, "shards": 1}),
+        json!({"op": 3, "d": {"since": null, "activities": [], "status": "away", "afk": false}}),
+        json!({"op": 3, "d": {"since": null, "activities": [], "status": "online", "afk": false}, "shard": -1}),
+        json!({"op": 4, "d": {"guild_id": "x1", "channel_id": null, "self_mute": false, "self_deaf": false}}),
+        json!({"op": 4, "d": {"guild_id": "1", "self_mute": false, "self_deaf": false}}),
+        json!({"op": 8, "d": {"query": "", "limit": 0}}),
+        json!({"op": 8, "d": {"guild_id": "1", "query": ""}}),
+        json!({"op": 8, "d": {"guild_id": "1", "user_ids": ["2"], "nonce": "x".repeat(33)}}),
+        json!({"op": 31, "d": {"guild_ids": []}}),
+        json!({"op": 31, "d": {"guild_ids": "1"}}),
+    ];
+    for request in &bad {
+        assert!(!v.is_valid(request), "should be refused: {request}");
+        assert!(
+            serde_json::from_value::<GatewayCommand>(request.clone()).is_err()
+                || !v.is_valid(request),
+        );
+    }
+    // The Rust type refuses unknown top-level fields too.
+    assert!(serde_json::from_value::<GatewayCommand>(bad[3].clone()).is_err());
+}
+
+#[test]
+fn command_reply_schema_lists_exactly_the_type_fields() {
+    let s = schema(COMMAND_REPLY_SCHEMA);
+    let full = CommandReply {
+        ok: false,
+        code: Some(CommandErrorCode::RateLimited),
+        error: Some("spent".into()),
+        retry_after_ms: Some(1500),
+        shards: vec![0],
+    };
+    let full = serde_json::to_value(full).unwrap();
+    assert_eq!(keys(&full), keys(&s["properties"]));
+    let minimal = serde_json::to_value(CommandReply::written(Vec::new())).unwrap();
+    assert_eq!(keys(&minimal), strings(&s["required"]));
+    let codes: BTreeSet<String> = CommandErrorCode::ALL
+        .iter()
+        .map(|c| {
+            let v = serde_json::to_value(c).unwrap();
+            assert_eq!(v, c.as_str());
+            assert_eq!(c.to_string(), c.as_str());
+            v.as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(codes, strings(&s["properties"]["code"]["enum"]));
+}
+
+#[test]
+fn command_replies_validate_and_broken_ones_do_not() {
+    let v = jsonschema::validator_for(&schema(COMMAND_REPLY_SCHEMA)).unwrap();
+    let mut limited = CommandReply::refused(CommandErrorCode::RateLimited, "spent");
+    limited.retry_after_ms = Some(12);
+    let replies = [
+        CommandReply::written(vec![0, 1]),
+        CommandReply::refused(CommandErrorCode::NotOwned, "shard 3 is not run here"),
+        limited,
+    ];
+    for reply in &replies {
+        let value = serde_json::to_value(reply).unwrap();
+        assert!(v.is_valid(&value), "{value}");
+        assert_eq!(
+            &serde_json::from_value::<CommandReply>(value).unwrap(),
+            reply
+        );
+    }
+    let bad = [
+        json!({}),
+        json!({"ok": false}),
+        json!({"ok": false, "code": "exploded", "error": "x"}),
+        json!({"ok": true, "code": "bad_request"}),
+        json!({"ok": true, "shards": [-1]}),
+    ];
+    for reply in &bad {
+        assert!(!v.is_valid(reply), "should be refused: {reply}");
     }
 }

@@ -35,6 +35,9 @@ const INTERACTION: &str = corpus!("bodies/docs_interaction_example_1.json");
 const TYPING: &str = corpus!("frames/disgord_typing_start.json");
 /// A captured PRESENCE_UPDATE (andersfylling/disgord, BSD-3-Clause).
 const PRESENCE: &str = corpus!("frames/disgord_presence_update.json");
+/// A captured v10 GUILD_CREATE, whose members fill GUILD_MEMBERS_CHUNK
+/// (DiscordBM/DiscordBM, Apache-2.0).
+const MEMBERS: &str = corpus!("frames/discordbm_zlibcap_guild_create.json");
 
 /// A parsed corpus template (the `d` of a whole frame). The files are part of
 /// the crate and checked by a test; were one unreadable, the builders would
@@ -383,3 +386,57 @@ pub fn presence_update(guild_id: u64, user: &User, status: &str) -> Value {
 
 #[cfg(test)]
 mod tests;
+
+/// The answer to a Request Guild Members (op 8): one GUILD_MEMBERS_CHUNK
+/// with the members of a real captured guild, echoing `nonce` as Discord
+/// does (it drops a nonce over 32 bytes). Asked for `user_ids`, it returns
+/// the members with those ids and lists the others in `not_found`.
+#[must_use]
+pub fn guild_members_chunk(guild_id: u64, request: &Value) -> Value {
+    static CELL: OnceLock<Value> = OnceLock::new();
+    let captured = template(&CELL, MEMBERS);
+    let mut members = captured
+        .get("members")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut not_found = Vec::new();
+    if let Some(ids) = request.get("user_ids") {
+        let wanted: Vec<String> = match ids {
+            Value::Array(a) => a.iter().map(id_text).collect(),
+            one => vec![id_text(one)],
+        };
+        members.retain(|m| wanted.contains(&id_text(&m["user"]["id"])));
+        not_found = wanted
+            .into_iter()
+            .filter(|w| !members.iter().any(|m| id_text(&m["user"]["id"]) == *w))
+            .map(Value::from)
+            .collect();
+    }
+    for member in &mut members {
+        member["guild_id"] = Value::from(guild_id.to_string());
+    }
+    let mut chunk = json!({
+        "guild_id": guild_id.to_string(),
+        "members": members,
+        "chunk_index": 0,
+        "chunk_count": 1,
+        "not_found": not_found,
+    });
+    if let Some(nonce) = request
+        .get("nonce")
+        .and_then(Value::as_str)
+        .filter(|n| n.len() <= 32)
+    {
+        chunk["nonce"] = Value::from(nonce);
+    }
+    if request.get("presences").and_then(Value::as_bool) == Some(true) {
+        chunk["presences"] = json!([]);
+    }
+    chunk
+}
+
+/// An id as text, whether sent as a string or a number.
+fn id_text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}

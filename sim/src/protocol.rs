@@ -102,12 +102,41 @@ pub(crate) fn on_payload(
         1 => heartbeat(inner, conn, d, now),
         2 => identify(ctx, inner, conn, d, now),
         6 => resume(ctx, inner, conn, d, now),
-        // Presence update, voice state update, request guild members,
-        // request soundboard sounds: accepted without an answer.
-        3 | 4 | 8 | 31 if authenticated(inner, conn) => Vec::new(),
+        // Request guild members: answered with a GUILD_MEMBERS_CHUNK.
+        8 if authenticated(inner, conn) => members_chunk(ctx, inner, conn, d),
+        // Presence update, voice state update, request soundboard sounds:
+        // accepted without an answer.
+        3 | 4 | 31 if authenticated(inner, conn) => Vec::new(),
         3 | 4 | 8 | 31 => close(4003, "Not authenticated."),
         _ => close(4001, "Unknown opcode."),
     }
+}
+
+/// One GUILD_MEMBERS_CHUNK dispatch for a guild of the connection's shard;
+/// nothing for a guild the shard does not serve (Discord only knows the
+/// members of its shard's guilds on a connection).
+fn members_chunk(ctx: &Ctx<'_>, inner: &mut Inner, conn: ConnId, d: &Value) -> Vec<Action> {
+    let guild = match d.get("guild_id") {
+        Some(Value::String(s)) => s.parse::<u64>().ok(),
+        Some(v) => v.as_u64(),
+        None => None,
+    };
+    let Some(session_id) = inner.live.get(&conn).and_then(|l| l.session.clone()) else {
+        return Vec::new();
+    };
+    let Some(shard) = inner.state.sessions.get(&session_id).map(|s| s.shard) else {
+        return Vec::new();
+    };
+    let Some(guild) = guild
+        .filter(|g| ctx.config.guilds.contains(g) && shard_for_guild(*g, shard.total) == shard.id)
+    else {
+        tracing::debug!(%conn, "sim: request guild members for a guild this shard does not serve");
+        return Vec::new();
+    };
+    let chunk = events::guild_members_chunk(guild, d);
+    let capacity = ctx.config.replay_capacity;
+    inner.append(&session_id, "GUILD_MEMBERS_CHUNK", chunk, capacity);
+    vec![Action::Flush]
 }
 
 fn over_rate_limit(config: &SimConfig, inner: &mut Inner, conn: ConnId, now: Instant) -> bool {

@@ -1,10 +1,13 @@
 //! Validation of what the end-to-end tests observe against the published
-//! JSON Schemas (`schemas/json/`): every agent event read from a stream and
-//! every status event the [`crate::stack::Stack`] collects goes through here.
+//! JSON Schemas (`schemas/json/`): every agent event read from a stream,
+//! every status event the [`crate::stack::Stack`] collects, and every
+//! gateway command reply goes through here.
 
 use std::sync::OnceLock;
 
-use discord_bridge_schemas::{AGENT_EVENT_SCHEMA, STATUS_EVENT_SCHEMA};
+use discord_bridge_schemas::{
+    AGENT_EVENT_SCHEMA, COMMAND_REPLY_SCHEMA, COMMAND_SCHEMA, STATUS_EVENT_SCHEMA,
+};
 use jsonschema::Validator;
 use serde_json::Value;
 
@@ -41,5 +44,25 @@ pub fn assert_status_event(event: &Value) {
         V.get_or_init(|| compile(STATUS_EVENT_SCHEMA)),
         "status event",
         event,
+    );
+}
+
+/// Panics unless `reply` is a valid gateway command reply.
+pub fn assert_command_reply(reply: &Value) {
+    static V: OnceLock<Validator> = OnceLock::new();
+    check(
+        V.get_or_init(|| compile(COMMAND_REPLY_SCHEMA)),
+        "gateway command reply",
+        reply,
+    );
+}
+
+/// Panics unless `request` is a valid gateway command request.
+pub fn assert_command_request(request: &Value) {
+    static V: OnceLock<Validator> = OnceLock::new();
+    check(
+        V.get_or_init(|| compile(COMMAND_SCHEMA)),
+        "gateway command request",
+        request,
     );
 }

@@ -8,6 +8,7 @@
 //! * [`machine`] — the session state machine of one shard;
 //! * [`payload`] — decoding what Discord sends, encoding what we send;
 //! * [`normalize`] — MESSAGE_CREATE / INTERACTION_CREATE → agent events;
+//! * [`command`] — outbound commands from NATS: checked, routed, framed;
 //! * [`heartbeat`], [`backoff`], [`ratelimit`], [`close`] — the policies;
 //! * [`session`] — the session record;
 //! * [`unacked`] — the one record of what is not yet stored, and the
@@ -18,6 +19,7 @@
 
 pub mod backoff;
 pub mod close;
+pub mod command;
 pub mod heartbeat;
 pub mod intents;
 pub mod machine;

@@ -9,8 +9,10 @@
 //!   JetStream (or core) publisher behind each shard;
 //! * [`core_sink`] — status events and the raw firehose on core NATS;
 //! * [`identify`] — the identify rate limit; [`discovery`] — `/gateway/bot`;
+//! * [`commands`] — gateway commands over NATS request/reply;
 //! * [`nats`] — connection options and stream management.
 
+pub(crate) mod commands;
 pub(crate) mod core_sink;
 pub(crate) mod discovery;
 pub(crate) mod identify;
@@ -41,6 +43,7 @@ use crate::gateway::ShardId;
 use crate::gateway::machine::MachineConfig;
 use crate::secret::Secret;
 
+use self::commands::{CommandCounters, CommandService, Routes};
 use self::core_sink::CoreSink;
 use self::discovery::DiscoveryError;
 use self::identify::{IdentifyQueue, SessionStartLimit};
@@ -216,6 +219,21 @@ impl Bridge {
         );
         let (sink, sink_task) =
             CoreSink::spawn(client.clone(), &config.nats.subject_prefix, &tasks);
+        let routes = Routes::default();
+        let commands = tasks.spawn(
+            TaskId::process("gateway commands"),
+            commands::serve(
+                CommandService {
+                    client: client.clone(),
+                    prefix: config.nats.subject_prefix.clone(),
+                    total: shards.first().map_or(recommended, |s| s.total),
+                    routes: routes.clone(),
+                    leases: store.clone(),
+                    counters: Arc::new(CommandCounters::default()),
+                },
+                status_stop.clone(),
+            ),
+        );
         let reserve = config.discord.session_start_reserve;
         let mut identify = IdentifyQueue::new(limit).with_reserve(reserve);
         if let Some(shared) = shared_floor {
@@ -244,6 +262,7 @@ impl Bridge {
             identify,
             sink,
             reports,
+            routes,
         };
         let coordination = store.map(|store| {
             let owner = Owner::this_process();
@@ -263,7 +282,7 @@ impl Bridge {
             client,
             shutdown,
             status_stop,
-            vec![sink_task, status],
+            vec![sink_task, status, commands],
             coordination,
         );
         // With coordination the lease loop starts the shards it wins; its

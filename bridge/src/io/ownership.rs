@@ -311,6 +311,28 @@ impl ShardStore {
             .map_err(|e| kv_error("lease release")(Box::new(e)))
     }
 
+    /// The process holding `shard`'s lease (its owner id), if any.
+    ///
+    /// # Errors
+    /// The KV store failed.
+    pub(crate) async fn lease_holder(
+        &self,
+        shard: ShardId,
+    ) -> Result<Option<String>, OwnershipError> {
+        let key = self.key("lease", shard);
+        let entry = self
+            .kv
+            .entry(&key)
+            .await
+            .map_err(|e| kv_error("lease read")(Box::new(e)))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| {
+                serde_json::from_slice::<Owner>(&e.value)
+                    .map_or_else(|_| "unknown".to_owned(), |o| o.id)
+            }))
+    }
+
     /// The checkpoint of `shard`, if one was written.
     ///
     /// # Errors

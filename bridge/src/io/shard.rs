@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 
+use super::commands::{Done, Refused, ShardCommand};
 use super::core_sink::CoreSink;
 use super::identify::IdentifyQueue;
 use super::outbox::{Mark, Outbox};
@@ -36,7 +37,9 @@ use super::tasks::{TaskError, Tasks};
 use super::ws::{self, ConnectError, Connection};
 use crate::codec::{Compression, Frame};
 use crate::gateway::ShardId;
-use crate::gateway::machine::{Action, Input, Machine, Publish, PublishKind, Stop};
+use crate::gateway::machine::{
+    Action, CommandRefusal, Input, Machine, Publish, PublishKind, SendKind, Stop,
+};
 
 type Pending<T> = Option<Pin<Box<dyn Future<Output = T> + Send>>>;
 
@@ -73,6 +76,8 @@ pub(crate) struct ShardIo {
     pub session: watch::Sender<Option<SessionMark>>,
     /// Stamped on this shard's status events: the owning process.
     pub owner: Option<Arc<str>>,
+    /// Callers' gateway commands for this shard.
+    pub commands: tokio::sync::mpsc::Receiver<ShardCommand>,
 }
 
 /// The session of a shard and its resume point, as the checkpoint needs it.
@@ -145,6 +150,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
         tasks,
         session: session_mark,
         owner,
+        mut commands,
     } = io;
     let shard = machine.shard();
     let mut d = Driver {
@@ -170,6 +176,10 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
     let sleep = tokio::time::sleep_until(Instant::now());
     tokio::pin!(sleep);
     let mut armed: Option<std::time::Instant> = None;
+    // Commands the machine has not answered yet (it answers each in the
+    // same call, so this holds one at most), by id.
+    let mut awaiting: HashMap<u64, Done> = HashMap::new();
+    let mut command_ids: u64 = 0;
 
     d.feed(Input::Start);
     loop {
@@ -208,11 +218,29 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                         }));
                     }
                     Action::Send(frame) => {
+                        // A command's completion goes with its frame to the
+                        // writer: the caller's reply waits for the write.
+                        let done = match frame.kind {
+                            SendKind::Command(id) => awaiting.remove(&id),
+                            _ => None,
+                        };
                         if let Some(c) = &conn
-                            && !c.send(frame.text)
+                            && !c.send(frame.text, done)
                         {
                             let _entered = d.conn_span.enter();
                             tracing::debug!(kind = ?frame.kind, "writer gone; the reader will report the close");
+                        }
+                    }
+                    Action::CommandRefused { id, refusal } => {
+                        if let Some(done) = awaiting.remove(&id) {
+                            let _ = done.send(Err(match refusal {
+                                CommandRefusal::NotConnected { state } => {
+                                    Refused::NotConnected(state)
+                                }
+                                CommandRefusal::RateLimited { retry_at } => Refused::RateLimited(
+                                    retry_at.saturating_duration_since(Instant::now().into_std()),
+                                ),
+                            }));
                         }
                     }
                     Action::Close { code, reason } => {
@@ -282,6 +310,11 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                 held.clear();
             }
         }
+        // Unanswered commands (none, as the machine answers each at once)
+        // must not wait forever.
+        for (_, done) in awaiting.drain() {
+            let _ = done.send(Err(Refused::NotConnected("stopping")));
+        }
         publish_mark(&session_mark, d.machine.session());
         reporter.counters(
             d.machine.stats(),
@@ -323,6 +356,15 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
             () = &mut sleep, if armed.is_some() => {
                 armed = None;
                 d.feed(Input::Tick);
+            }
+            Some(command) = commands.recv() => {
+                command_ids += 1;
+                awaiting.insert(command_ids, command.done);
+                d.feed(Input::Command {
+                    id: command_ids,
+                    text: command.text,
+                    presence: command.presence,
+                });
             }
             () = &mut nats_check, if !reading => {
                 nats_check.as_mut().reset(Instant::now() + NATS_CHECK);

@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::commands::Routes;
 use super::core_sink::CoreSink;
 use super::identify::IdentifyQueue;
 use super::outbox::Outbox;
@@ -67,6 +68,8 @@ pub(crate) struct ShardContext {
     pub(crate) identify: Arc<IdentifyQueue>,
     pub(crate) sink: CoreSink,
     pub(crate) reports: Reports,
+    /// Where the command listener finds each running shard.
+    pub(crate) routes: Routes,
 }
 
 struct Running {
@@ -502,6 +505,9 @@ async fn run_unit(
         ctx.gateway_url.clone(),
     );
     machine.resume = resume;
+    // Commands reach the shard (and its subject is subscribed) while its
+    // gateway task runs.
+    let (route, commands) = ctx.routes.register(shard.id);
     let io = ShardIo {
         machine: Machine::new(machine),
         compression: ctx.config.discord.compression,
@@ -515,6 +521,7 @@ async fn run_unit(
         tasks: tasks.clone(),
         session: marks.clone(),
         owner,
+        commands,
     };
     let gateway = tasks.spawn(
         TaskId::shard("gateway", shard),
@@ -523,6 +530,7 @@ async fn run_unit(
     // A gateway task that died was recorded as the process's failure; the
     // unit still drains its publisher on the way out.
     let end = gateway.await.ok().flatten().unwrap_or(ShardEnd::Stopped);
+    drop(route);
     drain.cancel();
     let _ = publisher.await;
     // What the publisher stored while draining moves the resume point once

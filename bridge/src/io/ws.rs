@@ -20,6 +20,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use tracing::Instrument as _;
 
+use super::commands::Done;
 use super::tasks::{TaskError, TaskId, Tasks};
 use crate::codec::{CodecError, Compression, Decoder};
 use crate::gateway::ShardId;
@@ -39,10 +40,12 @@ const READ_BUFFER: usize = 16 << 10;
 /// Frames queued for the writer; the 120/60 s send limit keeps this small.
 const WRITER_QUEUE: usize = 256;
 
-/// What the writer task sends.
+/// What the writer task sends. A text frame may carry a completion, sent
+/// once the frame is written to the socket and dropped unsent when the
+/// connection ends first.
 #[derive(Debug)]
 enum Outgoing {
-    Text(String),
+    Text(String, Option<Done>),
     Close(u16, &'static str),
 }
 
@@ -154,10 +157,11 @@ pub(crate) async fn connect(
 }
 
 impl Connection {
-    /// Queues a text frame; `false` if the writer has stopped (the reader will
-    /// report the connection's end).
-    pub(crate) fn send(&self, text: String) -> bool {
-        self.writer.try_send(Outgoing::Text(text)).is_ok()
+    /// Queues a text frame, with a completion for when it is written;
+    /// `false` if the writer has stopped (the reader will report the
+    /// connection's end) — the completion is then dropped.
+    pub(crate) fn send(&self, text: String, done: Option<Done>) -> bool {
+        self.writer.try_send(Outgoing::Text(text, done)).is_ok()
     }
 
     /// Sends a close frame and completes the close handshake in the
@@ -220,9 +224,13 @@ async fn write_loop(
     crate::failpoint::hit("gateway-writer")?;
     while let Some(out) = rx.recv().await {
         match out {
-            Outgoing::Text(text) => {
+            Outgoing::Text(text, done) => {
                 match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::text(text))).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => {
+                        if let Some(done) = done {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
                     // The reader sees the connection end and reports it.
                     Ok(Err(e)) => {
                         tracing::debug!(error = %describe(&e), "gateway write failed");

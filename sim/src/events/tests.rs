@@ -14,6 +14,7 @@ fn corpus_templates_parse() {
         ("interaction", INTERACTION),
         ("typing", TYPING),
         ("presence", PRESENCE),
+        ("members", MEMBERS),
     ] {
         let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(value.is_object(), "{name}");
@@ -104,4 +105,27 @@ fn the_bots_own_user() {
     };
     assert_eq!(bot.to_json()["bot"], true);
     assert!(alice().to_json().get("bot").is_none());
+}
+
+#[test]
+fn member_chunks_echo_the_nonce_and_filter_user_ids() {
+    let chunk = guild_members_chunk(
+        7,
+        &serde_json::json!({"guild_id": "7", "query": "", "limit": 0, "nonce": "n-1"}),
+    );
+    assert_eq!(chunk["guild_id"], "7");
+    assert_eq!(chunk["nonce"], "n-1");
+    assert_eq!(chunk["chunk_count"], 1);
+    let members = chunk["members"].as_array().expect("members");
+    assert!(!members.is_empty());
+    let first = members[0]["user"]["id"].as_str().expect("an id").to_owned();
+    let asked =
+        serde_json::json!({"guild_id": "7", "user_ids": [first, "1"], "nonce": "x".repeat(33)});
+    let chunk = guild_members_chunk(7, &asked);
+    assert_eq!(chunk["members"].as_array().map(Vec::len), Some(1));
+    assert_eq!(chunk["not_found"], serde_json::json!(["1"]));
+    assert!(
+        chunk.get("nonce").is_none(),
+        "Discord drops a nonce over 32 bytes"
+    );
 }

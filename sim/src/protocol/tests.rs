@@ -361,3 +361,25 @@ fn resume_from_beyond_the_replay_buffer_is_an_invalid_session() {
     assert!(h.inner.state.sessions[&session].invalidated);
     assert_eq!(h.inner.dispatch(0, "MESSAGE_CREATE", json!({}), 3), None);
 }
+
+#[test]
+fn request_guild_members_is_answered_on_the_guilds_shard_only() {
+    let mut h = Harness::new(config());
+    let c = h.connect();
+    h.identify(c, [1, 2], 1);
+    let session = h.inner.live[&c].session.clone().expect("a session");
+    let before = h.inner.state.sessions[&session].seq;
+    // 290926798626357999 is on shard 1 of 2, 197038439483310086 on shard 0.
+    let ours =
+        r#"{"op":8,"d":{"guild_id":"290926798626357999","query":"","limit":0,"nonce":"abc"}}"#;
+    assert_eq!(h.send(c, ours), vec![Action::Flush]);
+    let s = &h.inner.state.sessions[&session];
+    assert_eq!(s.seq, before + 1);
+    let chunk = s.history.back().expect("the chunk");
+    assert_eq!(chunk.t, "GUILD_MEMBERS_CHUNK");
+    assert_eq!(chunk.d["nonce"], "abc");
+    assert_eq!(chunk.d["guild_id"], "290926798626357999");
+    let other = r#"{"op":8,"d":{"guild_id":"197038439483310086","query":"","limit":0}}"#;
+    assert!(h.send(c, other).is_empty());
+    assert_eq!(h.inner.state.sessions[&session].seq, before + 1);
+}

@@ -5,6 +5,7 @@
 
 mod close_codes;
 mod cluster;
+mod commands;
 mod continuity;
 mod demo;
 mod discovery;

@@ -328,6 +328,19 @@ impl Machine {
             ShardState::Connected,
             format!("READY: new session as {}", untrusted::printable(user)),
         )));
+        // A new session starts without the bot's presence: the last one a
+        // caller set goes out again.
+        if let Some(text) = self.presence.clone() {
+            tracing::debug!("sending the last presence update again on the new session");
+            self.send(
+                now,
+                OutFrame {
+                    kind: SendKind::Presence,
+                    text,
+                },
+                out,
+            );
+        }
         true
     }
 

@@ -13,6 +13,14 @@
 //! pushes back to Discord, while heartbeats go on. Only NATS down, or no
 //! publish acknowledged for `stall_timeout`, with the buffer full, closes the
 //! connection resumably (`nats_backpressure`).
+//!
+//! Commands from callers ([`Input::Command`]) share the connection's send
+//! limiter but never its queue: a command goes out at once or is refused
+//! with the instant the window has room again, so a burst of them can
+//! neither delay a heartbeat (the reserve is theirs) nor pile up. The last
+//! presence (op 3) sent is kept across connections and sent again after the
+//! READY of every new session; a RESUMEd session is the same session at
+//! Discord, presence included, so nothing is re-sent then.
 
 mod frames;
 mod types;
@@ -34,7 +42,8 @@ use super::untrusted;
 use super::url::connect_url;
 
 pub use types::{
-    Action, Input, MachineConfig, OutFrame, Publish, PublishKind, Resume, SendKind, Stats, Stop,
+    Action, CommandRefusal, Input, MachineConfig, OutFrame, Publish, PublishKind, Resume, SendKind,
+    Stats, Stop,
 };
 
 /// Close code for connections we end but whose session must stay resumable.
@@ -63,6 +72,8 @@ pub struct Machine {
     last_rtt: Option<std::time::Duration>,
     /// As last reported by the shell; assumed up until told otherwise.
     nats_up: bool,
+    /// The last presence update (op 3 frame) sent, for new sessions.
+    presence: Option<String>,
     stats: Stats,
 }
 
@@ -191,6 +202,7 @@ impl Machine {
             epochs,
             last_rtt: None,
             nats_up: true,
+            presence: None,
             stats: Stats::default(),
         }
     }
@@ -294,6 +306,7 @@ impl Machine {
                 }
             }
             Input::NatsUp => self.nats_up = true,
+            Input::Command { id, text, presence } => self.command(now, id, text, presence, out),
             Input::Shutdown => self.shutdown(out),
         }
     }
@@ -507,6 +520,66 @@ impl Machine {
         } else {
             conn.queue.push_back(frame);
         }
+    }
+
+    /// A caller's command: sent now, or refused; never queued.
+    fn command(
+        &mut self,
+        now: Instant,
+        id: u64,
+        text: String,
+        presence: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let state = match &self.phase {
+            Phase::Open(Conn {
+                stage: Stage::Live { .. },
+                ..
+            }) => None,
+            Phase::Open(Conn {
+                stage: Stage::AwaitingHello { .. },
+                ..
+            })
+            | Phase::Idle
+            | Phase::Connecting { .. } => Some("connecting"),
+            Phase::Open(Conn {
+                stage:
+                    Stage::Handshake {
+                        step: Step::Resuming,
+                        ..
+                    },
+                ..
+            }) => Some("resuming"),
+            Phase::Open(_) => Some("identifying"),
+            Phase::Waiting { .. } => Some("waiting to reconnect"),
+            Phase::Paused => Some("waiting for NATS to catch up before reconnecting"),
+            Phase::Stopped => Some("stopped"),
+        };
+        let refusal = match (state, &mut self.phase) {
+            (Some(state), _) => CommandRefusal::NotConnected { state },
+            (None, Phase::Open(conn)) => match conn.limiter.check(now, false) {
+                // Something already waits for the window (a heartbeat
+                // whose reserve ran out): it goes first.
+                Ok(()) if !conn.queue.is_empty() => CommandRefusal::RateLimited {
+                    retry_at: conn.retry_at.unwrap_or(now),
+                },
+                Ok(()) => {
+                    conn.limiter.record(now);
+                    if presence {
+                        self.presence = Some(text.clone());
+                    }
+                    out.push(Action::Send(OutFrame {
+                        kind: SendKind::Command(id),
+                        text,
+                    }));
+                    return;
+                }
+                Err(retry_at) => CommandRefusal::RateLimited { retry_at },
+            },
+            (None, _) => return,
+        };
+        tracing::debug!(?refusal, "gateway command refused");
+        out.push(Action::CommandRefused { id, refusal });
     }
 
     fn flush_queue(&mut self, now: Instant, out: &mut Vec<Action>) {

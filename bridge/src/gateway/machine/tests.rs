@@ -1310,3 +1310,5 @@ fn a_pause_during_the_resume_replay_extends_the_handshake_deadline() {
     assert_eq!(close_code(&out), None);
     assert!(h.m.is_live());
 }
+
+mod commands;

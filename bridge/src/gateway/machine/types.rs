@@ -151,6 +151,19 @@ pub enum Input<'a> {
     NatsDown,
     /// The NATS connection is up again.
     NatsUp,
+    /// A caller's gateway command (already checked): send `text` now if the
+    /// connection is live and the rate limit has room outside the
+    /// heartbeat reserve, else refuse it ([`Action::CommandRefused`]).
+    /// Commands are never queued: the caller gets an answer at once.
+    Command {
+        /// Echoed in [`SendKind::Command`] or [`Action::CommandRefused`].
+        id: u64,
+        /// The whole frame, `{"op":…,"d":…}`.
+        text: String,
+        /// An op 3: remembered once sent, and sent again on every new
+        /// session.
+        presence: bool,
+    },
     /// Stop for good.
     Shutdown,
 }
@@ -164,6 +177,25 @@ pub enum SendKind {
     Identify,
     /// op 6 (contains the token).
     Resume,
+    /// A caller's command; the shell reports when it is written.
+    Command(u64),
+    /// The remembered presence, sent again on a new session.
+    Presence,
+}
+
+/// Why a command was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandRefusal {
+    /// No live session: the connection is in this state.
+    NotConnected {
+        /// What the shard is doing, e.g. `identifying`.
+        state: &'static str,
+    },
+    /// The rate limit has no room outside the heartbeat reserve until then.
+    RateLimited {
+        /// When a command fits again.
+        retry_at: std::time::Instant,
+    },
 }
 
 /// A text frame to send. Its `Debug` never shows the text, which may hold
@@ -280,6 +312,13 @@ pub enum Action {
     },
     /// Publish a status event.
     Status(StatusEvent),
+    /// Command `id` ([`Input::Command`]) was not sent.
+    CommandRefused {
+        /// The command.
+        id: u64,
+        /// Why.
+        refusal: CommandRefusal,
+    },
     /// The shard is done.
     Stop(Stop),
 }
