@@ -71,7 +71,7 @@ async fn ask_ok(client: &async_nats::Client, subject: String, body: &str) -> Com
     discord_bridge_e2e::eventually(WAIT, format!("{subject} to write {body}"), || {
         let (client, subject, body) = (client.clone(), subject.clone(), body.to_owned());
         async move {
-            let reply = client.request(subject, body.into()).await.ok()?;
+            let reply = client.request(subject, body.clone().into()).await.ok()?;
             let json: Value = serde_json::from_slice(&reply.payload).ok()?;
             assert_command_reply(&json);
             let reply: CommandReply = serde_json::from_value(json).ok()?;
@@ -116,7 +116,7 @@ async fn arrives(stack: &Stack, raw: &str) -> ClientPayload {
 
 #[tokio::test]
 async fn commands_reach_their_shards_and_refused_ones_send_nothing() {
-    let stack = Stack::start_with(StackOptions {
+    let mut stack = Stack::start_with(StackOptions {
         sim: two_shards(),
         ..StackOptions::with(|c| c.nats.raw_dispatch = vec!["GUILD_MEMBERS_CHUNK".into()])
     })
@@ -130,11 +130,13 @@ async fn commands_reach_their_shards_and_refused_ones_send_nothing() {
         .expect("subscribe to the firehose");
     client.flush().await.expect("flush");
 
-    let voice_on = |guild: u64, extra: &str| {
+    // Voice state updates, told apart by their channel id.
+    let voice_in = |guild: u64, channel: &str, extra: &str| {
         format!(
-            r#"{{"op":4,"d":{{"guild_id":"{guild}","channel_id":null,"self_mute":false,"self_deaf":false}}{extra}}}"#
+            r#"{{"op":4,"d":{{"guild_id":"{guild}","channel_id":{channel},"self_mute":false,"self_deaf":false}}{extra}}}"#
         )
     };
+    let voice_on = |guild: u64, extra: &str| voice_in(guild, "null", extra);
     // Both shards take commands (the bridge may see READY a moment after
     // the simulator sent it).
     for guild in [G0, G1] {
@@ -239,7 +241,7 @@ async fn commands_reach_their_shards_and_refused_ones_send_nothing() {
     }
     // A last valid command: once it arrives, anything refused before it
     // would have arrived too.
-    let marker = voice_on(G0, "");
+    let marker = voice_in(G0, r#""1001""#, "");
     ask_ok(client, generic(), &marker).await;
     arrives(&stack, &marker).await;
     let after = commands(&stack);
@@ -285,7 +287,7 @@ async fn commands_reach_their_shards_and_refused_ones_send_nothing() {
                 .map(|r| r.conn)
         })
         .await;
-    let after_resume = voice_on(G1, "");
+    let after_resume = voice_in(G1, r#""1002""#, "");
     ask_ok(client, on_shard(1), &after_resume).await;
     let marker = arrives(&stack, &after_resume).await;
     assert_eq!(marker.conn, resumed);
@@ -398,7 +400,7 @@ async fn burst_is_cut_at_the_budget(stack: &Stack, conn: ConnId) {
 
 #[tokio::test]
 async fn each_process_answers_for_its_own_shards() {
-    let stack = Stack::start_with(StackOptions {
+    let mut stack = Stack::start_with(StackOptions {
         sim: two_shards(),
         ..StackOptions::with(|c| c.discord.shards = ShardSpec::parse("0/2").expect("a shard spec"))
     })

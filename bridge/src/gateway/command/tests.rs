@@ -267,9 +267,8 @@ fn every_refusal_has_its_code() {
 #[test]
 fn the_size_cap_is_discords_payload_limit() {
     // A presence padded to exactly the limit passes; one byte more does not.
-    let base = format!(
-        r#"{{"op":3,"d":{{"since":null,"activities":[],"status":"online","afk":false,"x":""}}}}"#
-    );
+    let base =
+        r#"{"op":3,"d":{"since":null,"activities":[],"status":"online","afk":false,"x":""}}"#;
     let pad = MAX_COMMAND_BYTES - base.len();
     let at_limit = base.replace(r#""x":"""#, &format!(r#""x":"{}""#, "a".repeat(pad)));
     assert_eq!(at_limit.len(), MAX_COMMAND_BYTES);
