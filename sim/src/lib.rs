@@ -7,8 +7,9 @@
 //! it, and bot authors develop offline with it. It follows Discord's
 //! documented Gateway behaviour: HELLO, IDENTIFY → READY + GUILD_CREATEs,
 //! heartbeats and ACKs, sessions that outlive their connections and RESUME
-//! with replay, op 7, op 9, close codes 4000-4014, identify buckets and the
-//! 120-payloads-per-minute limit. Dispatches go out with Discord's key order,
+//! with replay, op 7, op 9, close codes 4000-4014, identify buckets, the
+//! 120-payloads-per-minute limit, and a GUILD_MEMBERS_CHUNK (members from a
+//! real capture, the request's nonce echoed) for each op 8 request. Dispatches go out with Discord's key order,
 //! `{"t":…,"s":…,"op":0,"d":…}`. It records everything a client does so
 //! tests can assert on it, and never panics on client input.
 //!
