@@ -40,6 +40,7 @@ use crate::error::RunError;
 use crate::gateway::ShardId;
 use crate::gateway::machine::MachineConfig;
 use crate::secret::Secret;
+use crate::tls::DiscordTls;
 
 use self::core_sink::CoreSink;
 use self::discovery::DiscoveryError;
@@ -118,6 +119,13 @@ impl Bridge {
                 message: "is required: set DISCORD_BOT_TOKEN to the bot's token".into(),
             }])));
         };
+        let discord_tls = DiscordTls::new(config.discord.tls_ca.as_deref()).map_err(|e| {
+            RunError::Config(ConfigErrors(vec![ConfigError {
+                key: "discord.tls_ca".into(),
+                env: "DISCORD_TLS_CA".into(),
+                message: e.to_string(),
+            }]))
+        })?;
         let client = match nats::connect(&config.nats, "discord-bridge", &shutdown).await {
             Err(NatsError::Cancelled) => return Ok(None),
             other => other?,
@@ -179,7 +187,14 @@ impl Bridge {
             Some(url) => (url.clone(), 1, SessionStartLimit::default()),
             None => {
                 let info =
-                    match discovery::discover(&config.discord.api_base, &token, &shutdown).await {
+                    match discovery::discover(
+                        &config.discord.api_base,
+                        &token,
+                        &discord_tls,
+                        &shutdown,
+                    )
+                    .await
+                    {
                         Err(DiscoveryError::Cancelled) => return Ok(None),
                         other => other?,
                     };
@@ -230,6 +245,7 @@ impl Bridge {
                 starts = starts.with_refresh(Refresh {
                     api_base: config.discord.api_base.clone(),
                     token: token.clone(),
+                    tls: discord_tls.clone(),
                 });
             }
             identify = identify.with_starts(starts);
@@ -244,6 +260,7 @@ impl Bridge {
             identify,
             sink,
             reports,
+            discord_tls,
         };
         let coordination = store.map(|store| {
             let owner = Owner::this_process();

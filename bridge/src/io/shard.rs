@@ -34,6 +34,7 @@ use super::publisher::EventHeaders;
 use super::status_service::ShardReporter;
 use super::tasks::{TaskError, Tasks};
 use super::ws::{self, ConnectError, Connection};
+use crate::tls::DiscordTls;
 use crate::codec::{Compression, Frame};
 use crate::gateway::ShardId;
 use crate::gateway::machine::{Action, Input, Machine, Publish, PublishKind, Stop};
@@ -57,6 +58,8 @@ pub(crate) struct ShardIo {
     pub max_payload: usize,
     /// Connect + handshake timeout.
     pub connect_timeout: Duration,
+    /// The TLS client configuration of `wss://` connections.
+    pub tls: DiscordTls,
     /// Identify permits.
     pub identify: Arc<IdentifyQueue>,
     /// Durable events go here; it reports the resume point back.
@@ -137,6 +140,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
         compression,
         max_payload,
         connect_timeout,
+        tls,
         identify: identify_queue,
         outbox,
         nats,
@@ -192,6 +196,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                         tracing::debug!(url, "connecting");
                         let tasks = tasks.clone();
                         let span = d.conn_span.clone();
+                        let tls = tls.clone();
                         connecting = Some(Box::pin(async move {
                             ws::connect(
                                 &url,
@@ -199,6 +204,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                                     compression,
                                     max_payload,
                                     timeout: connect_timeout,
+                                    tls,
                                 },
                                 &tasks,
                                 shard,

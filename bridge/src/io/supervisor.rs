@@ -39,6 +39,7 @@ use super::publisher::{self, PublisherConfig, Target};
 use super::shard::{self, SessionMark, ShardEnd, ShardIo};
 use super::status_service::Reports;
 use super::tasks::{TaskError, TaskId, Tasks};
+use crate::tls::DiscordTls;
 use crate::config::Config;
 use crate::error::RunError;
 use crate::gateway::machine::Resume;
@@ -67,6 +68,8 @@ pub(crate) struct ShardContext {
     pub(crate) identify: Arc<IdentifyQueue>,
     pub(crate) sink: CoreSink,
     pub(crate) reports: Reports,
+    /// The TLS client configuration of every Discord connection.
+    pub(crate) discord_tls: DiscordTls,
 }
 
 struct Running {
@@ -507,6 +510,7 @@ async fn run_unit(
         compression: ctx.config.discord.compression,
         max_payload: ctx.config.discord.max_frame_bytes,
         connect_timeout: CONNECT_TIMEOUT,
+        tls: ctx.discord_tls.clone(),
         identify: Arc::clone(&ctx.identify),
         outbox: Arc::clone(&outbox),
         nats: ctx.target.client().clone(),
