@@ -48,6 +48,7 @@ pub struct NatsServerBuilder {
     pub(super) cluster: Option<ClusterNode>,
     pub(super) tls: TlsMode,
     pub(super) websocket: bool,
+    pub(super) port: Option<u16>,
 }
 
 /// This server's place in a cluster (see [`super::NatsCluster`]).
@@ -76,6 +77,7 @@ impl Default for NatsServerBuilder {
             cluster: None,
             tls: TlsMode::Off,
             websocket: false,
+            port: None,
         }
     }
 }
@@ -162,6 +164,13 @@ impl NatsServerBuilder {
     /// after [`tls`](Self::tls).
     pub fn websocket(mut self) -> Self {
         self.websocket = true;
+        self
+    }
+
+    /// Listen on this client port instead of a free one: for tests of a
+    /// client that was told the address before the server existed.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
         self
     }
 

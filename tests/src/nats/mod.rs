@@ -417,7 +417,7 @@ impl NatsServer {
         };
         std::fs::create_dir(server.store_dir()).expect("creating the JetStream store directory");
         for _ in 0..PORT_ATTEMPTS {
-            server.port = free_port();
+            server.port = options.port.unwrap_or_else(free_port);
             // The WebSocket port is in the file: a retry on new ports
             // rewrites it (a restart does not, and keeps both ports).
             server.websocket_port = options.websocket.then(free_port);

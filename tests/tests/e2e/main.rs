@@ -17,6 +17,7 @@ mod harness;
 mod invalid_session;
 mod layout;
 mod malformed;
+mod nats_auth;
 mod oversized;
 mod publish_mode;
 mod reconnect;
