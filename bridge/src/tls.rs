@@ -146,7 +146,8 @@ impl DiscordTls {
 }
 
 /// The rustls error somewhere in `error`'s chain, looking inside
-/// `std::io::Error`s (where tokio-rustls puts it) too.
+/// `std::io::Error`s too: tokio-rustls puts it in one, which hyper wraps in
+/// another, and an `io::Error`'s `source()` skips the error it wraps.
 #[must_use]
 pub fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut next = Some(error);
@@ -154,14 +155,10 @@ pub fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<
         if let Some(found) = e.downcast_ref::<rustls::Error>() {
             return Some(found);
         }
-        if let Some(found) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(found);
-        }
-        next = e.source();
+        next = match e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -239,6 +236,13 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, inner);
         let found = rustls_error(&io).unwrap();
         assert!(is_certificate_problem(found));
+        // As hyper reports a failed connect: an io::Error in an io::Error.
+        let inner = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            inner,
+        ));
+        assert!(rustls_error(&nested).is_some());
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert!(rustls_error(&reset).is_none());
         assert!(!is_certificate_problem(&rustls::Error::DecryptError));
