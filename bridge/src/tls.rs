@@ -155,7 +155,10 @@ pub fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<
         if let Some(found) = e.downcast_ref::<rustls::Error>() {
             return Some(found);
         }
-        next = match e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
         };
@@ -238,10 +241,8 @@ mod tests {
         assert!(is_certificate_problem(found));
         // As hyper reports a failed connect: an io::Error in an io::Error.
         let inner = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let nested = std::io::Error::other(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            inner,
-        ));
+        let nested =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, inner));
         assert!(rustls_error(&nested).is_some());
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert!(rustls_error(&reset).is_none());

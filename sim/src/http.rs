@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tokio::time::{Instant, timeout};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -48,7 +48,12 @@ pub(crate) async fn accept_loop(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let span = tracing::debug_span!("sim_conn", %peer);
-                let task = serve(stream, tls.clone(), Arc::clone(&shared), cancel.child_token());
+                let task = serve(
+                    stream,
+                    tls.clone(),
+                    Arc::clone(&shared),
+                    cancel.child_token(),
+                );
                 tracker.spawn(task.instrument(span));
             }
             Err(error) => {

@@ -340,9 +340,18 @@ impl Stack {
         let path = |p: &Path| p.display().to_string();
         let settings = [
             ("NATS_USER", c.user.clone()),
-            ("NATS_PASSWORD", c.password.as_ref().map(|s| s.expose().to_owned())),
-            ("NATS_NKEY_SEED", c.nkey_seed.as_ref().map(|s| s.expose().to_owned())),
-            ("NATS_TOKEN", c.token.as_ref().map(|s| s.expose().to_owned())),
+            (
+                "NATS_PASSWORD",
+                c.password.as_ref().map(|s| s.expose().to_owned()),
+            ),
+            (
+                "NATS_NKEY_SEED",
+                c.nkey_seed.as_ref().map(|s| s.expose().to_owned()),
+            ),
+            (
+                "NATS_TOKEN",
+                c.token.as_ref().map(|s| s.expose().to_owned()),
+            ),
             ("NATS_CREDS", c.creds_file.as_deref().map(path)),
             ("NATS_CA", c.tls_ca.as_deref().map(path)),
             ("NATS_CERT", c.tls_cert.as_deref().map(path)),

@@ -340,15 +340,15 @@ impl<'a> Builder<'a> {
         let user = self.get("nats.user", value::optional_string).flatten();
         let password = self.secret("nats.password");
         let token = self.secret("nats.token");
-        let nkey_seed = self
-            .secret("nats.nkey_seed")
-            .and_then(|seed| match check_user_seed(seed.expose()) {
-                Ok(()) => Some(seed),
-                Err(message) => {
-                    self.error("nats.nkey_seed", message);
-                    None
-                }
-            });
+        let nkey_seed =
+            self.secret("nats.nkey_seed")
+                .and_then(|seed| match check_user_seed(seed.expose()) {
+                    Ok(()) => Some(seed),
+                    Err(message) => {
+                        self.error("nats.nkey_seed", message);
+                        None
+                    }
+                });
         match (user.is_some(), password.is_some()) {
             (true, false) if !self.failed("nats.password") => {
                 self.error(

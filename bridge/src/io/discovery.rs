@@ -201,14 +201,16 @@ async fn fetch(
         )
         .send()
         .await
-        .map_err(|e| match rustls_error(&e).filter(|t| is_certificate_problem(t)) {
-            Some(problem) => Failure::Fatal(DiscoveryError::Tls {
-                url: url.clone(),
-                problem: problem.to_string(),
-                extra_ca,
-            }),
-            None => Failure::Retry(format!("{url}: {}", without_url(&e)), None),
-        })?;
+        .map_err(
+            |e| match rustls_error(&e).filter(|t| is_certificate_problem(t)) {
+                Some(problem) => Failure::Fatal(DiscoveryError::Tls {
+                    url: url.clone(),
+                    problem: problem.to_string(),
+                    extra_ca,
+                }),
+                None => Failure::Retry(format!("{url}: {}", without_url(&e)), None),
+            },
+        )?;
     let status = response.status();
     let body = response
         .bytes()

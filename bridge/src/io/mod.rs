@@ -186,18 +186,17 @@ impl Bridge {
         let (gateway_url, recommended, limit) = match &config.discord.gateway_url {
             Some(url) => (url.clone(), 1, SessionStartLimit::default()),
             None => {
-                let info =
-                    match discovery::discover(
-                        &config.discord.api_base,
-                        &token,
-                        &discord_tls,
-                        &shutdown,
-                    )
-                    .await
-                    {
-                        Err(DiscoveryError::Cancelled) => return Ok(None),
-                        other => other?,
-                    };
+                let info = match discovery::discover(
+                    &config.discord.api_base,
+                    &token,
+                    &discord_tls,
+                    &shutdown,
+                )
+                .await
+                {
+                    Err(DiscoveryError::Cancelled) => return Ok(None),
+                    other => other?,
+                };
                 check_gateway_url(&info.url, config.discord.allow_insecure_gateway).map_err(
                     |e| DiscoveryError::UnusableGatewayUrl {
                         reason: e.to_string(),

@@ -293,7 +293,9 @@ fn server_refusal(error: &async_nats::ConnectError) -> Option<String> {
 fn tls_fix(error: &rustls::Error) -> String {
     use rustls::CertificateError as C;
     match error {
-        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => {
             "the server's certificate does not name the host of nats.url (NATS_URL): connect by a \
              name the certificate holds"
                 .to_owned()
@@ -652,7 +654,9 @@ mod tests {
         );
         assert_eq!(classify(&timeout), Failure::Retry);
 
-        let untrusted = io(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer));
+        let untrusted = io(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
         let Failure::Tls { fix, .. } = classify(&untrusted) else {
             panic!("an untrusted certificate is a TLS failure");
         };

@@ -34,10 +34,10 @@ use super::publisher::EventHeaders;
 use super::status_service::ShardReporter;
 use super::tasks::{TaskError, Tasks};
 use super::ws::{self, ConnectError, Connection};
-use crate::tls::DiscordTls;
 use crate::codec::{Compression, Frame};
 use crate::gateway::ShardId;
 use crate::gateway::machine::{Action, Input, Machine, Publish, PublishKind, Stop};
+use crate::tls::DiscordTls;
 
 type Pending<T> = Option<Pin<Box<dyn Future<Output = T> + Send>>>;
 

@@ -39,12 +39,12 @@ use super::publisher::{self, PublisherConfig, Target};
 use super::shard::{self, SessionMark, ShardEnd, ShardIo};
 use super::status_service::Reports;
 use super::tasks::{TaskError, TaskId, Tasks};
-use crate::tls::DiscordTls;
 use crate::config::Config;
 use crate::error::RunError;
 use crate::gateway::machine::Resume;
 use crate::gateway::{Machine, ShardId};
 use crate::secret::Secret;
+use crate::tls::DiscordTls;
 
 /// How long a shutdown may spend flushing buffered events to NATS.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);

@@ -133,12 +133,8 @@ pub(crate) async fn connect(
         .read_buffer_size(READ_BUFFER);
     // The connector is used for wss:// only; ws:// (the simulator) stays plain.
     let connector = Connector::Rustls(tls.client_config());
-    let connecting = tokio_tungstenite::connect_async_tls_with_config(
-        url,
-        Some(config),
-        true,
-        Some(connector),
-    );
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, Some(connector));
     let (stream, _response) = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => return Err(ConnectError::Handshake(e)),

@@ -210,7 +210,11 @@ impl NatsServerBuilder {
                         .public_key();
                     users.push(format!("{{ nkey: {} }}", quoted(&public)));
                 }
-                let _ = writeln!(config, "authorization {{ users = [ {} ] }}", users.join(", "));
+                let _ = writeln!(
+                    config,
+                    "authorization {{ users = [ {} ] }}",
+                    users.join(", ")
+                );
             }
             Auth::Operator(operator) => config.push_str(&operator.server_config()),
         }

@@ -26,8 +26,8 @@ use async_nats::ConnectOptions;
 use tempfile::TempDir;
 
 pub use binary::nats_server_bin;
-use builder::{Auth, Placement, TlsMode};
 pub use builder::NatsServerBuilder;
+use builder::{Auth, Placement, TlsMode};
 pub use cluster::NatsCluster;
 use jwt::Creds;
 
@@ -172,7 +172,9 @@ impl NatsServer {
     /// with `operator`.
     #[must_use]
     pub fn creds_file(&self) -> Option<PathBuf> {
-        self.creds.as_ref().map(|_| self.dir.path().join("user.creds"))
+        self.creds
+            .as_ref()
+            .map(|_| self.dir.path().join("user.creds"))
     }
 
     /// The credentials in [`creds_file`](Self::creds_file).

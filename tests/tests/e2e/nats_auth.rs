@@ -36,7 +36,13 @@ async fn rerun(stack: &mut Stack, change: impl FnOnce(&mut discord_bridge::confi
 
 /// The binary with `extra` settings exits 2; its error line says each of
 /// `expected`, and no output contains any of `secrets`.
-async fn refused(stack: &Stack, what: &str, extra: &[(&str, &str)], expected: &[&str], secrets: &[&str]) {
+async fn refused(
+    stack: &Stack,
+    what: &str,
+    extra: &[(&str, &str)],
+    expected: &[&str],
+    secrets: &[&str],
+) {
     let mut bridge = stack.spawn_binary(&[], extra);
     let status = bridge.wait_exit(Duration::from_secs(30)).await;
     let output = bridge.output();
@@ -47,7 +53,10 @@ async fn refused(stack: &Stack, what: &str, extra: &[(&str, &str)], expected: &[
         .rfind(|l| l.starts_with("error:"))
         .unwrap_or_else(|| panic!("{what}: no error line:\n{output}"));
     for needle in expected {
-        assert!(error.contains(needle), "{what}: {needle:?} missing from {error}");
+        assert!(
+            error.contains(needle),
+            "{what}: {needle:?} missing from {error}"
+        );
     }
     assert_clean(what, &output, secrets);
 }
@@ -88,7 +97,11 @@ async fn password_and_nkey_users() {
     refused(
         &stack,
         "an nkey the server does not list",
-        &[("NATS_USER", ""), ("NATS_PASSWORD", ""), ("NATS_NKEY_SEED", &stranger)],
+        &[
+            ("NATS_USER", ""),
+            ("NATS_PASSWORD", ""),
+            ("NATS_NKEY_SEED", &stranger),
+        ],
         &["refused", "nats.nkey_seed", "NATS_NKEY_SEED"],
         &secrets,
     )
@@ -120,7 +133,10 @@ async fn token_over_nats_and_websocket() {
     relays(&stack, &mut stored, "over ws://").await;
 
     let ws = stack.nats.ws_url();
-    for (what, url) in [("a wrong token", stack.nats.url()), ("a wrong token over ws://", ws)] {
+    for (what, url) in [
+        ("a wrong token", stack.nats.url()),
+        ("a wrong token over ws://", ws),
+    ] {
         refused(
             &stack,
             what,
@@ -221,10 +237,25 @@ async fn creds_file_in_operator_mode() {
     let mut stored = Vec::new();
     relays(&stack, &mut stored, "with a creds file").await;
 
-    let valid = stack.nats.creds().expect("operator mode has creds").seed.clone();
-    let secrets = [valid.as_str(), expired.seed.as_str(), stranger.seed.as_str()];
-    for (what, creds) in [("expired creds", &expired), ("creds of an unknown account", &stranger)] {
-        let path = stack.nats.dir().join(format!("{}.creds", what.replace(' ', "-")));
+    let valid = stack
+        .nats
+        .creds()
+        .expect("operator mode has creds")
+        .seed
+        .clone();
+    let secrets = [
+        valid.as_str(),
+        expired.seed.as_str(),
+        stranger.seed.as_str(),
+    ];
+    for (what, creds) in [
+        ("expired creds", &expired),
+        ("creds of an unknown account", &stranger),
+    ] {
+        let path = stack
+            .nats
+            .dir()
+            .join(format!("{}.creds", what.replace(' ', "-")));
         std::fs::write(&path, &creds.text).unwrap();
         let path = path.display().to_string();
         refused(

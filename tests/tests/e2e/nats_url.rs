@@ -21,7 +21,7 @@ const FIRST_WARNING: Duration = Duration::from_secs(15);
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
-        .unwrap()
+        .expect("a free port on 127.0.0.1")
         .port()
 }
 
@@ -38,17 +38,31 @@ async fn unreachable_urls_are_logged_retried_and_then_connect() {
     let wrong_for_ws_port = stack.nats.ws_url().replace("ws://", "nats://");
     let unresolvable = "nats://no-such-host.invalid:4222".to_owned();
     let mut bridges = Vec::new();
-    for url in [&nothing, &wrong_for_client_port, &wrong_for_ws_port, &unresolvable] {
+    for url in [
+        &nothing,
+        &wrong_for_client_port,
+        &wrong_for_ws_port,
+        &unresolvable,
+    ] {
         let bridge = stack.spawn_binary(&[], &[("NATS_URL", url)]);
         bridges.push((url.clone(), bridge));
     }
     for (url, bridge) in &bridges {
-        let line = bridge.wait_for_stderr("cannot reach NATS", FIRST_WARNING).await;
-        assert!(line.contains(url.as_str()), "{url}: the warning names it: {line}");
+        let line = bridge
+            .wait_for_stderr("cannot reach NATS", FIRST_WARNING)
+            .await;
+        assert!(
+            line.contains(url.as_str()),
+            "{url}: the warning names it: {line}"
+        );
         assert!(line.contains("WARN"), "{url}: at warn level: {line}");
     }
     for (url, bridge) in &mut bridges[1..] {
-        assert!(bridge.try_exit().is_none(), "{url}: still retrying:\n{}", bridge.output());
+        assert!(
+            bridge.try_exit().is_none(),
+            "{url}: still retrying:\n{}",
+            bridge.output()
+        );
     }
 
     // A server appears where nothing listened: the first bridge connects

@@ -142,7 +142,10 @@ fn sample(key: &str, dir: &Path) -> (String, Vec<(&'static str, String)>) {
         "nats.user" => ("alice".into(), other("NATS_PASSWORD", "pw")),
         "nats.password" => ("pw".into(), other("NATS_USER", "alice")),
         "nats.token" => ("tok".into(), vec![]),
-        "nats.nkey_seed" => ("SUANFE7RJQDCMFI2UMDZ4RTMMFZLQPW6IZQDODVPNVRXTZXUYGPFSYVVYE".into(), vec![]),
+        "nats.nkey_seed" => (
+            "SUANFE7RJQDCMFI2UMDZ4RTMMFZLQPW6IZQDODVPNVRXTZXUYGPFSYVVYE".into(),
+            vec![],
+        ),
         "nats.tls_ca" => (ca("ca.pem"), vec![]),
         "nats.tls_cert" => (file("cert.pem"), vec![("NATS_KEY", file("key.pem"))]),
         "nats.tls_key" => (file("key.pem"), vec![("NATS_CERT", file("cert.pem"))]),

@@ -263,7 +263,10 @@ fn converted_values() {
 fn secrets_never_appear_in_debug_errors_or_render() {
     let loaded = env_only(&[
         ("DISCORD_BOT_TOKEN", TOKEN),
-        ("NATS_NKEY_SEED", "SUAJVZAGOHNOYECZYARCXADLZ2HPXB6GXB4VFMUST7KGGYLX7GUVCJT5BU"),
+        (
+            "NATS_NKEY_SEED",
+            "SUAJVZAGOHNOYECZYARCXADLZ2HPXB6GXB4VFMUST7KGGYLX7GUVCJT5BU",
+        ),
     ])
     .unwrap();
     let dir = empty_dir();
@@ -282,7 +285,11 @@ fn secrets_never_appear_in_debug_errors_or_render() {
         format!("{:?}", with_password.config),
     ];
     for text in &texts {
-        for secret in ["token-value-for-tests", "SUAJVZAGOHNOYECZYARCXADLZ2HPXB6GXB4VFMUST7KGGYLX7GUVCJT5BU", "hunter2"] {
+        for secret in [
+            "token-value-for-tests",
+            "SUAJVZAGOHNOYECZYARCXADLZ2HPXB6GXB4VFMUST7KGGYLX7GUVCJT5BU",
+            "hunter2",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked in:\n{text}");
         }
     }
@@ -343,7 +350,11 @@ fn ca_files_must_hold_certificates() {
 fn websocket_and_nats_urls_do_not_mix() {
     let errors = errors_of(env_only(&[("NATS_URL", "nats://a:4222,ws://b:8080")]));
     assert_eq!(keys_of(&errors), ["nats.url"]);
-    assert!(errors[0].message.contains("mixes WebSocket"), "{}", errors[0]);
+    assert!(
+        errors[0].message.contains("mixes WebSocket"),
+        "{}",
+        errors[0]
+    );
     let loaded = env_only(&[("NATS_URL", "wss://a:443,WS://b:8080")]).unwrap();
     assert_eq!(loaded.config.nats.urls.len(), 2);
     env_only(&[("NATS_URL", "tls://a:4222,nats://b:4222")]).unwrap();
