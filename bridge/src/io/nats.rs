@@ -240,7 +240,7 @@ fn classify(error: &async_nats::ConnectError) -> Failure {
         // Signing the server's nonce failed: the seed itself is unusable.
         ConnectErrorKind::Authentication => {
             return Failure::Refused {
-                reason: "the nkey seed cannot sign the server's challenge".to_owned(),
+                reason: "its nkey seed cannot sign the server's challenge".to_owned(),
             };
         }
         _ => {}
