@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
@@ -21,6 +20,7 @@ use super::flood::FloodRun;
 use super::protocol::{self, Action, Ctx};
 use super::record::{CloseInfo, Closer, ConnId, ConnectionRecord, Endpoint, Violation};
 use super::state::{Command, RawFrame, Shared};
+use super::transport::Stream;
 use crate::compress::Compression;
 use crate::compress::{ZlibEncoder, ZstdEncoder};
 
@@ -80,7 +80,7 @@ type Step = Result<(), CloseInfo>;
 struct Conn {
     shared: Arc<Shared>,
     id: ConnId,
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     encoder: Encoder,
     /// The flood being written, and when its next dispatch is due (paced).
     flood: Option<(Arc<FloodRun>, Instant)>,
@@ -93,7 +93,7 @@ const FLOOD_BATCH: u64 = 32;
 /// Serves one upgraded connection until it ends or `cancel` fires.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     upgrade: Upgrade,
     cancel: CancellationToken,
 ) {

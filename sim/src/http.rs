@@ -1,5 +1,5 @@
 //! The listening socket: one port for `GET /api/v10/gateway/bot` and the
-//! WebSocket gateway. The HTTP request head is read by hand (bounded in size
+//! WebSocket gateway, plain or TLS ([`Stream`]). The HTTP request head is read by hand (bounded in size
 //! and time), then answered or upgraded.
 
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -19,6 +20,7 @@ use tracing::Instrument;
 use super::conn::{self, Upgrade};
 use super::record::{Endpoint, HttpRecord, push_capped};
 use super::state::Shared;
+use super::transport::Stream;
 
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -28,9 +30,11 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// 4096 bytes, answered with 4002; this only bounds memory).
 const MAX_MESSAGE: usize = 1 << 20;
 
-/// Accepts connections until `cancel` fires; each is served on `tracker`.
+/// Accepts connections until `cancel` fires; each is served on `tracker`,
+/// after a TLS handshake when `tls` is set.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -44,7 +48,12 @@ pub(crate) async fn accept_loop(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let span = tracing::debug_span!("sim_conn", %peer);
-                let task = handle(stream, Arc::clone(&shared), cancel.child_token());
+                let task = serve(
+                    stream,
+                    tls.clone(),
+                    Arc::clone(&shared),
+                    cancel.child_token(),
+                );
                 tracker.spawn(task.instrument(span));
             }
             Err(error) => {
@@ -102,7 +111,7 @@ fn parse_head(head: &[u8]) -> Option<Request> {
 }
 
 /// Reads up to the end of the head; returns it and the bytes after it.
-async fn read_head(stream: &mut TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
+async fn read_head(stream: &mut Stream) -> Option<(Vec<u8>, Vec<u8>)> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0_u8; 2048];
     loop {
@@ -122,7 +131,36 @@ async fn read_head(stream: &mut TcpStream) -> Option<(Vec<u8>, Vec<u8>)> {
     }
 }
 
-async fn handle(mut stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
+/// Completes the TLS handshake (bounded like the request head) when the
+/// port speaks TLS, then serves the connection.
+async fn serve(
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let stream = match tls {
+        None => Stream::Plain(tcp),
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                () = cancel.cancelled() => return,
+                done = timeout(HEAD_TIMEOUT, acceptor.accept(tcp)) => done,
+            };
+            match handshake {
+                Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+                // A client that does not trust the certificate ends here.
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "sim: TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    };
+    handle(stream, shared, cancel).await;
+}
+
+async fn handle(mut stream: Stream, shared: Arc<Shared>, cancel: CancellationToken) {
     let head = tokio::select! {
         () = cancel.cancelled() => return,
         head = timeout(HEAD_TIMEOUT, read_head(&mut stream)) => head,
@@ -227,7 +265,7 @@ fn error_body(status: u16) -> String {
     format!(r#"{{"message":"{status}: {}","code":0}}"#, reason(status))
 }
 
-async fn respond(mut stream: TcpStream, status: u16, headers: &[(&str, String)], body: &str) {
+async fn respond(mut stream: Stream, status: u16, headers: &[(&str, String)], body: &str) {
     let mut response = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         reason(status),
@@ -244,7 +282,7 @@ async fn respond(mut stream: TcpStream, status: u16, headers: &[(&str, String)],
 }
 
 async fn websocket(
-    mut stream: TcpStream,
+    mut stream: Stream,
     rest: Vec<u8>,
     request: Request,
     shared: Arc<Shared>,

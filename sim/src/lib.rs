@@ -40,10 +40,11 @@
 //! ```
 //!
 //! Layout:
-//! * [`config`] — [`SimConfig`], [`HttpFault`];
+//! * [`config`] — [`SimConfig`], [`SimTls`], [`HttpFault`];
 //! * [`shard`], [`intents`], [`compress`] — Discord's rules: the shard of a
 //!   guild, the intent bits, the `zlib-stream` / `zstd-stream` encoders;
 //! * `http` — the listener: request heads, `/gateway/bot`, WebSocket upgrade;
+//! * `transport` — plain TCP or TLS under both ([`SimTls`]);
 //! * `conn` — one connection's task (socket, compressor, commands);
 //! * `protocol` — Discord's rules, without IO, under the state lock;
 //! * `state` — shared state and live connection handles;
@@ -69,6 +70,7 @@ pub mod record;
 pub mod shard;
 mod state;
 pub mod traffic;
+mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,7 +81,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use compress::Compression;
-pub use config::{HttpFault, SimConfig};
+pub use config::{HttpFault, SimConfig, SimTls};
 pub use flood::{Flood, FloodEvent, FloodHandle, FloodReport};
 pub use record::{
     ClientPayload, CloseInfo, Closer, ConnId, ConnectionRecord, Dispatch, Endpoint,
@@ -89,6 +91,7 @@ pub use record::{
 pub use shard::{ShardId, shard_for_guild};
 pub use state::RawFrame;
 pub use traffic::{TrafficOptions, TrafficReport, run_demo_traffic};
+pub use transport::TlsSetupError;
 
 use state::Shared;
 
@@ -103,6 +106,9 @@ pub enum SimError {
         /// Why.
         source: std::io::Error,
     },
+    /// [`SimConfig::tls`] cannot serve.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
 }
 
 /// A condition awaited with [`Simulator::wait_for`] did not hold in time.
@@ -132,27 +138,32 @@ impl Simulator {
     /// Listens on `config.bind` and starts serving.
     ///
     /// # Errors
-    /// [`SimError::Bind`] when the address cannot be bound.
+    /// [`SimError::Bind`] when the address cannot be bound, [`SimError::Tls`]
+    /// when the configured certificate or key cannot serve.
     pub async fn start(config: SimConfig) -> Result<Self, SimError> {
         let bind = config.bind;
+        let acceptor = config.tls.as_ref().map(transport::acceptor).transpose()?;
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| SimError::Bind { addr: bind, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| SimError::Bind { addr: bind, source })?;
-        let gateway_url = format!("ws://{addr}/gateway");
-        let resume_url = format!("ws://{addr}/resume");
+        let ws = if acceptor.is_some() { "wss" } else { "ws" };
+        let gateway_url = format!("{ws}://{addr}/gateway");
+        let resume_url = format!("{ws}://{addr}/resume");
         let shared = Shared::new(config, gateway_url, resume_url);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let tls = acceptor.is_some();
         tracker.spawn(http::accept_loop(
             listener,
+            acceptor,
             Arc::clone(&shared),
             cancel.clone(),
             tracker.clone(),
         ));
-        tracing::info!(%addr, "gateway simulator listening");
+        tracing::info!(%addr, tls, "gateway simulator listening");
         Ok(Self {
             shared,
             addr,
@@ -168,13 +179,19 @@ impl Simulator {
     }
 
     /// The REST base to configure as `discord.api_base`,
-    /// e.g. `http://127.0.0.1:PORT/api/v10`.
+    /// e.g. `http://127.0.0.1:PORT/api/v10` (`https://` with [`SimConfig::tls`]).
     #[must_use]
     pub fn api_base(&self) -> String {
-        format!("http://{}/api/v10", self.addr)
+        let scheme = if self.shared.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/api/v10", self.addr)
     }
 
-    /// The gateway URL `GET /gateway/bot` returns: `ws://127.0.0.1:PORT/gateway`.
+    /// The gateway URL `GET /gateway/bot` returns: `ws://127.0.0.1:PORT/gateway`
+    /// (`wss://` with [`SimConfig::tls`]).
     #[must_use]
     pub fn gateway_url(&self) -> String {
         self.shared.gateway_url.clone()

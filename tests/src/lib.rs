@@ -14,6 +14,7 @@
 //!   headers, payload and stream sequence, for assertions;
 //! * [`process`] — run the `discord-bridge` binary (or any command) as a
 //!   child process, capture its output line by line, send it signals;
+//! * [`tls`] — a CA, server and client certificates generated per test;
 //! * [`workspace`] — where the workspace, its target dir and `.tools` are.
 //!
 //! The `nats-server` binary is found through `NATS_SERVER_BIN`, then
@@ -26,6 +27,7 @@ pub mod nats;
 pub mod process;
 pub mod schema;
 pub mod stack;
+pub mod tls;
 pub mod wait;
 pub mod workspace;
 

@@ -3,13 +3,14 @@
 //! [`discord_bridge::run`] entry point.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::message::StreamMessage;
 use discord_bridge::RunError;
 use discord_bridge::codec::Compression;
-use discord_bridge::config::{Config, PublishMode};
+use discord_bridge::config::{Config, NatsConfig, PublishMode};
 use discord_bridge::gateway::ShardSpec;
 use discord_bridge::secret::Secret;
 use discord_bridge_schemas::{StatusEvent, header as h, subject};
@@ -83,6 +84,27 @@ pub fn bridge_config(sim: &Simulator, nats_url: &str) -> Config {
     c
 }
 
+/// Sets the credentials and TLS files `nats` demands in a bridge
+/// configuration: the same settings [`Stack::bridge_env`] puts in the
+/// environment.
+pub fn nats_credentials(nats: &NatsServer, c: &mut NatsConfig) {
+    if let Some((user, password)) = nats.user_password() {
+        c.user = Some(user.to_owned());
+        c.password = Some(Secret::new(password.to_owned()));
+    } else if let Some(seed) = nats.nkey_seed() {
+        c.nkey_seed = Some(Secret::new(seed.to_owned()));
+    }
+    if let Some(token) = nats.token() {
+        c.token = Some(Secret::new(token.to_owned()));
+    }
+    c.creds_file = nats.creds_file();
+    c.tls_ca = nats.ca_file().map(Path::to_owned);
+    if let Some(client) = nats.client_cert() {
+        c.tls_cert = Some(client.cert.clone());
+        c.tls_key = Some(client.key.clone());
+    }
+}
+
 /// A running pipeline.
 pub struct Stack {
     /// The NATS server.
@@ -121,6 +143,7 @@ impl Stack {
             .await
             .expect("start the gateway simulator");
         let mut config = bridge_config(&sim, &nats.url());
+        nats_credentials(&nats, &mut config.nats);
         (options.tweak)(&mut config);
         let client = nats.client().await;
         let statuses = Arc::new(Mutex::new(Vec::new()));
@@ -312,12 +335,32 @@ impl Stack {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        if let Some((user, password)) = self.nats.user_password() {
-            env.push(("NATS_USER".to_owned(), user.to_owned()));
-            env.push(("NATS_PASSWORD".to_owned(), password.to_owned()));
-        }
-        if let Some(token) = self.nats.token() {
-            env.push(("NATS_TOKEN".to_owned(), token.to_owned()));
+        let mut c = NatsConfig::default();
+        nats_credentials(&self.nats, &mut c);
+        let path = |p: &Path| p.display().to_string();
+        let settings = [
+            ("NATS_USER", c.user.clone()),
+            (
+                "NATS_PASSWORD",
+                c.password.as_ref().map(|s| s.expose().to_owned()),
+            ),
+            (
+                "NATS_NKEY_SEED",
+                c.nkey_seed.as_ref().map(|s| s.expose().to_owned()),
+            ),
+            (
+                "NATS_TOKEN",
+                c.token.as_ref().map(|s| s.expose().to_owned()),
+            ),
+            ("NATS_CREDS", c.creds_file.as_deref().map(path)),
+            ("NATS_CA", c.tls_ca.as_deref().map(path)),
+            ("NATS_CERT", c.tls_cert.as_deref().map(path)),
+            ("NATS_KEY", c.tls_key.as_deref().map(path)),
+        ];
+        for (name, value) in settings {
+            if let Some(value) = value {
+                env.push((name.to_owned(), value));
+            }
         }
         env
     }

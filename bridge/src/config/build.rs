@@ -18,7 +18,9 @@ use super::gateway_url::check_gateway_url;
 use super::keys;
 use super::load::{Setting, Source};
 use super::render::redact_url;
-use super::rules::{check_event_name, check_nats_url, check_stream_name, check_token};
+use super::rules::{
+    check_event_name, check_nats_url, check_stream_name, check_token, check_user_seed,
+};
 use super::value;
 use super::{Config, ConfigError, DiscordConfig, NatsConfig, PublishMode};
 use crate::codec::Compression;
@@ -152,6 +154,19 @@ impl<'a> Builder<'a> {
         Some(path)
     }
 
+    /// A CA file (PEM) that holds at least one certificate: a file the TLS
+    /// client would refuse at the first connection is a setting to fix now.
+    fn ca_file(&mut self, key: &str) -> Option<PathBuf> {
+        let path = self.file(key)?;
+        match crate::tls::read_ca_file(&self.base_dir.join(&path)) {
+            Ok(_) => Some(path),
+            Err(e) => {
+                self.error(key, format!("{e}; give a PEM file of CA certificates"));
+                None
+            }
+        }
+    }
+
     fn discord(&mut self, require_token: bool) -> Option<DiscordConfig> {
         let raw_token = self.get("discord.token", value::optional_string).flatten();
         let token = match raw_token.map(|t| check_token(&t).map(|()| Secret::new(t))) {
@@ -209,6 +224,7 @@ impl<'a> Builder<'a> {
                     }
                 }
             });
+        let tls_ca = self.ca_file("discord.tls_ca");
         let compression = self.required("discord.compression", |v| {
             value::string(v)?
                 .parse::<Compression>()
@@ -277,6 +293,7 @@ impl<'a> Builder<'a> {
             api_base: api_base?,
             gateway_url,
             allow_insecure_gateway: allow_insecure_gateway?,
+            tls_ca,
             compression: compression?,
             shards: shards?,
             max_frame_bytes: max_frame_bytes?,
@@ -307,6 +324,14 @@ impl<'a> Builder<'a> {
             } else if !bad.is_empty() {
                 self.error("nats.url", bad.join("; "));
                 None
+            } else if mixes_websocket(&urls) {
+                // async-nats refuses such a server pool when it connects.
+                self.error(
+                    "nats.url",
+                    "mixes WebSocket (ws://, wss://) and NATS (nats://, tls://) URLs; a client \
+                     uses one transport: list the servers' URLs of one kind",
+                );
+                None
             } else {
                 Some(urls)
             }
@@ -315,7 +340,15 @@ impl<'a> Builder<'a> {
         let user = self.get("nats.user", value::optional_string).flatten();
         let password = self.secret("nats.password");
         let token = self.secret("nats.token");
-        let nkey_seed = self.secret("nats.nkey_seed");
+        let nkey_seed =
+            self.secret("nats.nkey_seed")
+                .and_then(|seed| match check_user_seed(seed.expose()) {
+                    Ok(()) => Some(seed),
+                    Err(message) => {
+                        self.error("nats.nkey_seed", message);
+                        None
+                    }
+                });
         match (user.is_some(), password.is_some()) {
             (true, false) if !self.failed("nats.password") => {
                 self.error(
@@ -354,7 +387,7 @@ impl<'a> Builder<'a> {
                 ),
             );
         }
-        let tls_ca = self.file("nats.tls_ca");
+        let tls_ca = self.ca_file("nats.tls_ca");
         let tls_cert = self.file("nats.tls_cert");
         let tls_key = self.file("nats.tls_key");
         match (tls_cert.is_some(), tls_key.is_some()) {
@@ -475,6 +508,15 @@ impl<'a> Builder<'a> {
             stall_timeout: stall_timeout?,
         })
     }
+}
+
+/// Whether `urls` holds both WebSocket and plain NATS URLs.
+fn mixes_websocket(urls: &[String]) -> bool {
+    let websocket = |u: &String| {
+        let scheme = u.split_once("://").map_or("", |(s, _)| s);
+        scheme.eq_ignore_ascii_case("ws") || scheme.eq_ignore_ascii_case("wss")
+    };
+    urls.iter().any(websocket) && !urls.iter().all(websocket)
 }
 
 /// The key table's default of `key`, for messages that quote it.

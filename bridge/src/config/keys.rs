@@ -90,6 +90,12 @@ pub const KEYS: &[Key] = &[
         "accept ws:// and non-discord.gg gateway and resume URLs; for the simulator and tests only",
     ),
     key(
+        "discord.tls_ca",
+        "DISCORD_TLS_CA",
+        None,
+        "extra CA certificate file (PEM) trusted for Discord's REST API and gateway besides the webpki roots, e.g. behind a TLS-intercepting proxy",
+    ),
+    key(
         "discord.compression",
         "DISCORD_GATEWAY_COMPRESSION",
         Some("zlib-stream"),

@@ -81,6 +81,9 @@ pub struct DiscordConfig {
     /// Accept `ws://` and non-`discord.gg` gateway and resume URLs; for the
     /// simulator and tests only (`discord.allow_insecure_gateway`).
     pub allow_insecure_gateway: bool,
+    /// An extra CA file (PEM) trusted for the REST API and the gateway
+    /// besides the webpki roots (`discord.tls_ca`).
+    pub tls_ca: Option<PathBuf>,
     /// Transport compression (`discord.compression`).
     pub compression: Compression,
     /// Which shards this process runs (`discord.shards`).

@@ -79,6 +79,7 @@ pub(super) fn shown(config: &Config, key: &str) -> Option<Shown> {
         "discord.api_base" => Shown::Str(d.api_base.clone()),
         "discord.gateway_url" => text(d.gateway_url.as_ref()),
         "discord.allow_insecure_gateway" => Shown::Bool(d.allow_insecure_gateway),
+        "discord.tls_ca" => text(d.tls_ca.as_ref().map(|p| p.display())),
         "discord.compression" => Shown::Str(d.compression.as_str().to_owned()),
         "discord.shards" => Shown::Str(d.shards.to_string()),
         "discord.max_frame_bytes" => int(d.max_frame_bytes),

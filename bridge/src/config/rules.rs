@@ -50,6 +50,25 @@ pub(super) fn check_nats_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An nkey seed of a user (`SU...`): what the server's `authorization`
+/// lists is that user's public key (`U...`). The message never repeats the
+/// seed, and neither does the nkeys error kind it quotes.
+pub(super) fn check_user_seed(seed: &str) -> Result<(), String> {
+    let pair = nkeys::KeyPair::from_seed(seed.trim()).map_err(|e| {
+        format!(
+            "is not an nkey seed ({}); give the user's seed, which starts with SU",
+            e.kind()
+        )
+    })?;
+    if pair.key_pair_type() != nkeys::KeyPairType::User {
+        return Err(format!(
+            "is the seed of an {:?} key, not of a user; give the user's seed (SU...)",
+            pair.key_pair_type()
+        ));
+    }
+    Ok(())
+}
+
 /// A JetStream stream name; the server refuses these characters.
 pub(super) fn check_stream_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::identify::SessionStartLimit;
 use crate::gateway::backoff::Backoff;
 use crate::secret::Secret;
+use crate::tls::{DiscordTls, is_certificate_problem, rustls_error};
 
 /// `GET /gateway/bot` failed in a way retrying cannot fix.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,22 @@ pub enum DiscoveryError {
         /// Why it is refused.
         reason: String,
     },
+    /// The REST API's certificate is refused: every attempt would fail the
+    /// same way until the trusted roots change.
+    #[error(
+        "{url}: the TLS certificate is refused ({problem}); check discord.api_base \
+         (DISCORD_API_BASE), and if a proxy or the simulator serves it with its own CA, set \
+         discord.tls_ca (DISCORD_TLS_CA) to that CA's PEM file{}",
+        if *.extra_ca { " (the one set does not sign this certificate)" } else { "" }
+    )]
+    Tls {
+        /// The URL asked.
+        url: String,
+        /// What rustls says.
+        problem: String,
+        /// Whether `discord.tls_ca` was set.
+        extra_ca: bool,
+    },
     /// The HTTP client cannot be built (TLS set-up).
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
@@ -75,6 +92,7 @@ impl DiscoveryError {
         match self {
             Self::TokenNotSendable
             | Self::NotFound { .. }
+            | Self::Tls { .. }
             | Self::BadBody { .. }
             | Self::UnusableGatewayUrl { .. } => 2,
             Self::TokenRejected { .. } | Self::Client(_) | Self::Cancelled => 1,
@@ -130,15 +148,18 @@ enum Failure {
 pub(crate) async fn discover(
     api_base: &str,
     token: &Secret,
+    tls: &DiscordTls,
     cancel: &CancellationToken,
 ) -> Result<GatewayInfo, DiscoveryError> {
+    // The gateway connections trust the same roots (one configuration).
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
+        .use_preconfigured_tls((*tls.client_config()).clone())
         .build()
         .map_err(DiscoveryError::Client)?;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
-        let wait = match fetch(&http, api_base, token).await {
+        let wait = match fetch(&http, api_base, token, tls.extra_ca).await {
             Ok(info) => return Ok(info),
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Retry(why, after)) => {
@@ -161,6 +182,7 @@ async fn fetch(
     http: &reqwest::Client,
     api_base: &str,
     token: &Secret,
+    extra_ca: bool,
 ) -> Result<GatewayInfo, Failure> {
     let url = format!("{}/gateway/bot", api_base.trim_end_matches('/'));
     let mut auth = HeaderValue::from_str(&format!("Bot {}", token.expose()))
@@ -179,7 +201,16 @@ async fn fetch(
         )
         .send()
         .await
-        .map_err(|e| Failure::Retry(format!("{url}: {}", without_url(&e)), None))?;
+        .map_err(
+            |e| match rustls_error(&e).filter(|t| is_certificate_problem(t)) {
+                Some(problem) => Failure::Fatal(DiscoveryError::Tls {
+                    url: url.clone(),
+                    problem: problem.to_string(),
+                    extra_ca,
+                }),
+                None => Failure::Retry(format!("{url}: {}", without_url(&e)), None),
+            },
+        )?;
     let status = response.status();
     let body = response
         .bytes()

@@ -42,6 +42,7 @@ use crate::error::RunError;
 use crate::gateway::ShardId;
 use crate::gateway::machine::MachineConfig;
 use crate::secret::Secret;
+use crate::tls::DiscordTls;
 
 use self::commands::{CommandCounters, CommandService, Routes};
 use self::core_sink::CoreSink;
@@ -121,6 +122,13 @@ impl Bridge {
                 message: "is required: set DISCORD_BOT_TOKEN to the bot's token".into(),
             }])));
         };
+        let discord_tls = DiscordTls::new(config.discord.tls_ca.as_deref()).map_err(|e| {
+            RunError::Config(ConfigErrors(vec![ConfigError {
+                key: "discord.tls_ca".into(),
+                env: "DISCORD_TLS_CA".into(),
+                message: e.to_string(),
+            }]))
+        })?;
         let client = match nats::connect(&config.nats, "discord-bridge", &shutdown).await {
             Err(NatsError::Cancelled) => return Ok(None),
             other => other?,
@@ -181,11 +189,17 @@ impl Bridge {
         let (gateway_url, recommended, limit) = match &config.discord.gateway_url {
             Some(url) => (url.clone(), 1, SessionStartLimit::default()),
             None => {
-                let info =
-                    match discovery::discover(&config.discord.api_base, &token, &shutdown).await {
-                        Err(DiscoveryError::Cancelled) => return Ok(None),
-                        other => other?,
-                    };
+                let info = match discovery::discover(
+                    &config.discord.api_base,
+                    &token,
+                    &discord_tls,
+                    &shutdown,
+                )
+                .await
+                {
+                    Err(DiscoveryError::Cancelled) => return Ok(None),
+                    other => other?,
+                };
                 check_gateway_url(&info.url, config.discord.allow_insecure_gateway).map_err(
                     |e| DiscoveryError::UnusableGatewayUrl {
                         reason: e.to_string(),
@@ -248,6 +262,7 @@ impl Bridge {
                 starts = starts.with_refresh(Refresh {
                     api_base: config.discord.api_base.clone(),
                     token: token.clone(),
+                    tls: discord_tls.clone(),
                 });
             }
             identify = identify.with_starts(starts);
@@ -263,6 +278,7 @@ impl Bridge {
             sink,
             reports,
             routes,
+            discord_tls,
         };
         let coordination = store.map(|store| {
             let owner = Owner::this_process();

@@ -31,27 +31,30 @@ pub enum NatsError {
         #[source]
         source: std::io::Error,
     },
-    /// The server refused the credentials.
-    #[error(
-        "NATS at {servers} refused the credentials: check nats.creds_file / nats.nkey_seed / \
-         nats.token / nats.user + nats.password (NATS_CREDS, NATS_NKEY_SEED, NATS_TOKEN, \
-         NATS_USER, NATS_PASSWORD)"
-    )]
+    /// The server refused the credentials (or their absence).
+    #[error("NATS at {servers} refused {what}: {reason}; {fix}")]
     Refused {
         /// The servers, credentials redacted.
         servers: String,
+        /// Which credentials were sent, by setting name.
+        what: &'static str,
+        /// What the server said (never a credential).
+        reason: String,
+        /// What to change.
+        fix: &'static str,
         /// What the client reported.
         #[source]
         source: async_nats::ConnectError,
     },
-    /// The TLS handshake failed.
-    #[error(
-        "TLS to NATS at {servers} failed ({source}): check nats.tls_ca / nats.tls_cert / \
-         nats.tls_key (NATS_CA, NATS_CERT, NATS_KEY) and the URL scheme"
-    )]
+    /// The TLS set-up or handshake failed in a way retrying cannot fix.
+    #[error("TLS to NATS at {servers} failed: {problem}; {fix}")]
     Tls {
         /// The servers, credentials redacted.
         servers: String,
+        /// What went wrong, as the TLS library says it.
+        problem: String,
+        /// What to change, naming the settings.
+        fix: String,
         /// What the client reported.
         #[source]
         source: async_nats::ConnectError,
@@ -140,6 +143,13 @@ impl NatsError {
 
 /// Connects, retrying with backoff while the server is unreachable.
 ///
+/// Every failed attempt is classified ([`classify`]): credentials the server
+/// refuses and TLS problems (an untrusted server certificate, a client
+/// certificate the server wants or refuses) repeat identically on every
+/// attempt, so they end the process naming the setting; anything else (no
+/// listener, a DNS failure, a listener speaking another protocol, a timeout)
+/// may be a server still starting, and is logged with the URLs and retried.
+///
 /// # Errors
 /// Credentials or TLS the server refuses (naming the settings), or
 /// cancellation ([`NatsError::Cancelled`]).
@@ -159,37 +169,197 @@ pub(crate) async fn connect(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let shown: Vec<String> = cfg.urls.iter().map(|u| redact(u)).collect();
+    let servers = shown.join(", ");
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     loop {
         let options = options(cfg, name).await?;
-        match async_nats::connect_with_options(addrs.clone(), options).await {
+        let error = match async_nats::connect_with_options(addrs.clone(), options).await {
             Ok(client) => {
-                tracing::info!(servers = ?shown, "connected to NATS");
+                tracing::info!(servers = %servers, "connected to NATS");
                 return Ok(client);
             }
-            Err(e) => match e.kind() {
-                ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
-                    return Err(NatsError::Refused {
-                        servers: format!("{shown:?}"),
-                        source: e,
-                    });
+            Err(e) => e,
+        };
+        match classify(&error) {
+            Failure::Refused { reason } => {
+                let (what, fix) = credentials(cfg);
+                return Err(NatsError::Refused {
+                    servers,
+                    what,
+                    reason,
+                    fix,
+                    source: error,
+                });
+            }
+            Failure::Tls { problem, fix } => {
+                return Err(NatsError::Tls {
+                    servers,
+                    problem,
+                    fix,
+                    source: error,
+                });
+            }
+            Failure::Retry => {
+                let wait = backoff.next_delay(fastrand::f64());
+                tracing::warn!(
+                    servers = %servers,
+                    error = %error,
+                    retry_ms = wait.as_millis(),
+                    "cannot reach NATS; retrying (check nats.url / NATS_URL if this goes on)"
+                );
+                tokio::select! {
+                    () = cancel.cancelled() => return Err(NatsError::Cancelled),
+                    () = tokio::time::sleep(wait) => {}
                 }
-                ConnectErrorKind::Tls => {
-                    return Err(NatsError::Tls {
-                        servers: format!("{shown:?}"),
-                        source: e,
-                    });
-                }
-                _ => {
-                    let wait = backoff.next_delay(fastrand::f64());
-                    tracing::warn!(servers = ?shown, error = %e, retry_ms = wait.as_millis(), "waiting for NATS");
-                    tokio::select! {
-                        () = cancel.cancelled() => return Err(NatsError::Cancelled),
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
-            },
+            }
         }
+    }
+}
+
+/// What one failed connection attempt means.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// The server refused the credentials; `reason` is its word for it.
+    Refused { reason: String },
+    /// TLS cannot work with these settings.
+    Tls { problem: String, fix: String },
+    /// Perhaps the server is not up yet: try again.
+    Retry,
+}
+
+/// Sorts a connection error: the client's own kinds first, then what is in
+/// its source chain (tokio-rustls reports handshake failures, and the server
+/// its `-ERR` lines, as IO errors).
+fn classify(error: &async_nats::ConnectError) -> Failure {
+    match error.kind() {
+        ConnectErrorKind::AuthorizationViolation => {
+            return Failure::Refused {
+                reason: "authorization violation".to_owned(),
+            };
+        }
+        // Signing the server's nonce failed: the seed itself is unusable.
+        ConnectErrorKind::Authentication => {
+            return Failure::Refused {
+                reason: "its nkey seed cannot sign the server's challenge".to_owned(),
+            };
+        }
+        _ => {}
+    }
+    if let Some(tls) = crate::tls::rustls_error(error) {
+        return Failure::Tls {
+            problem: tls.to_string(),
+            fix: tls_fix(tls),
+        };
+    }
+    if error.kind() == ConnectErrorKind::Tls {
+        // The TLS configuration itself (a CA, certificate or key file the
+        // client cannot load), before any handshake.
+        return Failure::Tls {
+            problem: source_text(error),
+            fix: "check the files of nats.tls_ca / nats.tls_cert / nats.tls_key (NATS_CA, \
+                  NATS_CERT, NATS_KEY)"
+                .to_owned(),
+        };
+    }
+    if let Some(reason) = server_refusal(error) {
+        return Failure::Refused { reason };
+    }
+    Failure::Retry
+}
+
+/// A `-ERR` the server sends when it refuses who we are: an authorization
+/// violation, or an expired or revoked user or account (JWT).
+fn server_refusal(error: &async_nats::ConnectError) -> Option<String> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if let Some(server) = e.downcast_ref::<async_nats::ServerError>() {
+            let text = match server {
+                async_nats::ServerError::AuthorizationViolation => {
+                    return Some("authorization violation".to_owned());
+                }
+                async_nats::ServerError::Other(text) => text.to_ascii_lowercase(),
+                async_nats::ServerError::SlowConsumer(_) => return None,
+            };
+            let refused = (text.contains("authorization") || text.contains("authentication"))
+                && !text.contains("timeout");
+            return refused.then_some(text);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// What to change for a TLS failure, by who refused what.
+fn tls_fix(error: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match error {
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => {
+            "the server's certificate does not name the host of nats.url (NATS_URL): connect by a \
+             name the certificate holds"
+                .to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "the server's certificate has expired: renew it".to_owned()
+        }
+        rustls::Error::InvalidCertificate(_) => {
+            "the server's certificate is not signed by a trusted CA: set nats.tls_ca (NATS_CA) to \
+             the PEM file of the CA that signed it"
+                .to_owned()
+        }
+        rustls::Error::AlertReceived(_) if crate::tls::is_certificate_problem(error) => {
+            "the server refused the client certificate, or wants one: set nats.tls_cert and \
+             nats.tls_key (NATS_CERT, NATS_KEY) to a certificate and key its CA signed"
+                .to_owned()
+        }
+        _ => "check that the URL scheme matches the server (tls:// and wss:// need a TLS \
+              listener) and nats.tls_ca / nats.tls_cert / nats.tls_key (NATS_CA, NATS_CERT, \
+              NATS_KEY)"
+            .to_owned(),
+    }
+}
+
+/// The innermost message of an error chain, where the client puts the cause.
+fn source_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = error;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+/// Which credentials the bridge sent, and what to change when they are
+/// refused.
+fn credentials(cfg: &NatsConfig) -> (&'static str, &'static str) {
+    if cfg.creds_file.is_some() {
+        (
+            "the credentials file nats.creds_file (NATS_CREDS)",
+            "check that the user JWT in it is signed by an account the server trusts, has not \
+             expired and goes with the seed beside it",
+        )
+    } else if cfg.nkey_seed.is_some() {
+        (
+            "the nkey of nats.nkey_seed (NATS_NKEY_SEED)",
+            "check that the server lists this seed's public key (U...) as a user",
+        )
+    } else if cfg.token.is_some() {
+        (
+            "the token nats.token (NATS_TOKEN)",
+            "set it to the server's authorization token",
+        )
+    } else if cfg.user.is_some() {
+        (
+            "the user and password nats.user / nats.password (NATS_USER, NATS_PASSWORD)",
+            "check both against the server's authorization users",
+        )
+    } else {
+        (
+            "a connection without credentials",
+            "the server requires them: set one of nats.creds_file, nats.nkey_seed, nats.token \
+             or nats.user + nats.password (NATS_CREDS, NATS_NKEY_SEED, NATS_TOKEN, NATS_USER + \
+             NATS_PASSWORD)",
+        )
     }
 }
 
@@ -455,6 +625,77 @@ mod tests {
         assert!(subject_matches(">", s));
     }
 
+    fn io(inner: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> async_nats::ConnectError {
+        async_nats::ConnectError::with_source(
+            ConnectErrorKind::Io,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, inner),
+        )
+    }
+
+    #[test]
+    fn each_connect_failure_is_refused_tls_or_retried() {
+        use rustls::{AlertDescription, CertificateError};
+        let refused = |reason: &str| Failure::Refused {
+            reason: reason.to_owned(),
+        };
+        let violation = async_nats::ConnectError::with_source(
+            ConnectErrorKind::AuthorizationViolation,
+            async_nats::ServerError::AuthorizationViolation,
+        );
+        assert_eq!(classify(&violation), refused("authorization violation"));
+        let expired = async_nats::ConnectError::with_source(
+            ConnectErrorKind::Io,
+            async_nats::ServerError::Other("User Authentication Expired".into()),
+        );
+        assert_eq!(classify(&expired), refused("user authentication expired"));
+        let timeout = async_nats::ConnectError::with_source(
+            ConnectErrorKind::Io,
+            async_nats::ServerError::Other("Authentication Timeout".into()),
+        );
+        assert_eq!(classify(&timeout), Failure::Retry);
+
+        let untrusted = io(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        let Failure::Tls { fix, .. } = classify(&untrusted) else {
+            panic!("an untrusted certificate is a TLS failure");
+        };
+        assert!(fix.contains("nats.tls_ca"), "{fix}");
+        let no_client_cert = io(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired,
+        ));
+        let Failure::Tls { fix, .. } = classify(&no_client_cert) else {
+            panic!("a missing client certificate is a TLS failure");
+        };
+        assert!(fix.contains("nats.tls_cert"), "{fix}");
+        let files = async_nats::ConnectError::with_source(ConnectErrorKind::Tls, "bad key file");
+        assert!(matches!(classify(&files), Failure::Tls { .. }));
+
+        for retried in [
+            async_nats::ConnectError::with_source(
+                ConnectErrorKind::Io,
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            ),
+            async_nats::ConnectError::new(ConnectErrorKind::TimedOut),
+            async_nats::ConnectError::with_source(ConnectErrorKind::Dns, "no such host"),
+        ] {
+            assert_eq!(classify(&retried), Failure::Retry, "{retried}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_credentials_in_use() {
+        let mut cfg = NatsConfig::default();
+        assert!(credentials(&cfg).0.contains("without credentials"));
+        cfg.token = Some(crate::secret::Secret::new("t".to_owned()));
+        assert!(credentials(&cfg).0.contains("nats.token"));
+        cfg.token = None;
+        cfg.nkey_seed = Some(crate::secret::Secret::new("s".to_owned()));
+        assert!(credentials(&cfg).0.contains("nats.nkey_seed"));
+        cfg.creds_file = Some("user.creds".into());
+        assert!(credentials(&cfg).0.contains("nats.creds_file"));
+    }
+
     #[test]
     fn urls_lose_their_credentials_in_logs() {
         assert_eq!(
@@ -463,5 +704,9 @@ mod tests {
         );
         assert_eq!(redact("nats://host:4222"), "nats://host:4222");
         assert_eq!(redact("tok@host"), "<redacted>@host");
+        assert_eq!(
+            redact("wss://u:p@host:443/path"),
+            "wss://<redacted>@host:443/path"
+        );
     }
 }

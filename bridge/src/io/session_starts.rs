@@ -64,6 +64,7 @@ pub(crate) struct SharedBudget {
 pub(crate) struct Refresh {
     pub(crate) api_base: String,
     pub(crate) token: Secret,
+    pub(crate) tls: crate::tls::DiscordTls,
 }
 
 /// The session start budget shared by the processes of one bot. (Without
@@ -219,7 +220,7 @@ impl SessionStarts {
             return old;
         };
         let never = CancellationToken::new();
-        let ask = discovery::discover(&r.api_base, &r.token, &never);
+        let ask = discovery::discover(&r.api_base, &r.token, &r.tls, &never);
         match tokio::time::timeout(REFRESH_TIMEOUT, ask).await {
             Ok(Ok(info)) => {
                 tracing::info!(

@@ -40,6 +40,7 @@ use crate::gateway::ShardId;
 use crate::gateway::machine::{
     Action, CommandRefusal, Input, Machine, Publish, PublishKind, SendKind, Stop,
 };
+use crate::tls::DiscordTls;
 
 type Pending<T> = Option<Pin<Box<dyn Future<Output = T> + Send>>>;
 
@@ -60,6 +61,8 @@ pub(crate) struct ShardIo {
     pub max_payload: usize,
     /// Connect + handshake timeout.
     pub connect_timeout: Duration,
+    /// The TLS client configuration of `wss://` connections.
+    pub tls: DiscordTls,
     /// Identify permits.
     pub identify: Arc<IdentifyQueue>,
     /// Durable events go here; it reports the resume point back.
@@ -142,6 +145,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
         compression,
         max_payload,
         connect_timeout,
+        tls,
         identify: identify_queue,
         outbox,
         nats,
@@ -202,6 +206,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                         tracing::debug!(url, "connecting");
                         let tasks = tasks.clone();
                         let span = d.conn_span.clone();
+                        let tls = tls.clone();
                         connecting = Some(Box::pin(async move {
                             ws::connect(
                                 &url,
@@ -209,6 +214,7 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                                     compression,
                                     max_payload,
                                     timeout: connect_timeout,
+                                    tls,
                                 },
                                 &tasks,
                                 shard,

@@ -45,6 +45,7 @@ use crate::error::RunError;
 use crate::gateway::machine::Resume;
 use crate::gateway::{Machine, ShardId};
 use crate::secret::Secret;
+use crate::tls::DiscordTls;
 
 /// How long a shutdown may spend flushing buffered events to NATS.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,6 +71,8 @@ pub(crate) struct ShardContext {
     pub(crate) reports: Reports,
     /// Where the command listener finds each running shard.
     pub(crate) routes: Routes,
+    /// The TLS client configuration of every Discord connection.
+    pub(crate) discord_tls: DiscordTls,
 }
 
 struct Running {
@@ -513,6 +516,7 @@ async fn run_unit(
         compression: ctx.config.discord.compression,
         max_payload: ctx.config.discord.max_frame_bytes,
         connect_timeout: CONNECT_TIMEOUT,
+        tls: ctx.discord_tls.clone(),
         identify: Arc::clone(&ctx.identify),
         outbox: Arc::clone(&outbox),
         nats: ctx.target.client().clone(),

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use tracing::Instrument as _;
 
@@ -24,6 +24,7 @@ use super::commands::Done;
 use super::tasks::{TaskError, TaskId, Tasks};
 use crate::codec::{CodecError, Compression, Decoder};
 use crate::gateway::ShardId;
+use crate::tls::DiscordTls;
 
 type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -69,7 +70,7 @@ impl std::fmt::Debug for Connection {
 }
 
 /// How a connection is opened.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Options {
     /// Transport compression.
     pub compression: Compression,
@@ -77,6 +78,8 @@ pub(crate) struct Options {
     pub max_payload: usize,
     /// Connect + handshake timeout.
     pub timeout: Duration,
+    /// The roots `wss://` trusts (shared with `GET /gateway/bot`).
+    pub tls: DiscordTls,
 }
 
 /// A connection could not be opened. The text never contains credentials
@@ -116,6 +119,7 @@ pub(crate) async fn connect(
         compression,
         max_payload,
         timeout,
+        tls,
     } = options;
     // The cap applies to payloads, which are dropped (and the decompressor
     // kept in sync) when too large. The WebSocket layer must let such
@@ -130,7 +134,10 @@ pub(crate) async fn connect(
         .max_message_size(Some(wire_max))
         .max_frame_size(Some(wire_max))
         .read_buffer_size(READ_BUFFER);
-    let connecting = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    // The connector is used for wss:// only; ws:// (the simulator) stays plain.
+    let connector = Connector::Rustls(tls.client_config());
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(url, Some(config), true, Some(connector));
     let (stream, _response) = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(ok)) => ok,
         Ok(Err(e)) => return Err(ConnectError::Handshake(e)),
@@ -257,9 +264,17 @@ async fn write_loop(
     Ok(())
 }
 
-/// A transport error for logs and status events.
+/// A transport error for logs and status events. A refused certificate
+/// names the setting that adds a trusted CA.
 #[must_use]
 pub(crate) fn describe(e: &WsError) -> String {
+    if let Some(tls) = crate::tls::rustls_error(e).filter(|t| crate::tls::is_certificate_problem(t))
+    {
+        return format!(
+            "TLS: {tls}; if a proxy or the simulator serves the gateway with its own CA, set \
+             discord.tls_ca (DISCORD_TLS_CA) to that CA's PEM file"
+        );
+    }
     match e {
         WsError::Http(response) => {
             format!("HTTP {} during the WebSocket handshake", response.status())

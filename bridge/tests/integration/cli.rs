@@ -9,7 +9,7 @@ use std::process::Command;
 const TOKEN: &str = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.cli-test-bot-token";
 const PASSWORD: &str = "cli-test-nats-password";
 const NATS_TOKEN: &str = "cli-test-nats-token";
-const SEED: &str = "SUACLITESTNKEYSEED";
+const SEED: &str = "SUALMXSLBSZ42LWBKIEJVYCOUFTQNR4ZJTGTQXW4FENDAJJYTB5PNZMTWU";
 
 struct Output {
     code: Option<i32>,

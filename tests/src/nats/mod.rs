@@ -13,6 +13,7 @@
 mod binary;
 mod builder;
 mod cluster;
+pub mod jwt;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom};
@@ -25,11 +26,13 @@ use async_nats::ConnectOptions;
 use tempfile::TempDir;
 
 pub use binary::nats_server_bin;
-use builder::Auth;
 pub use builder::NatsServerBuilder;
+use builder::{Auth, Placement, TlsMode};
 pub use cluster::NatsCluster;
+use jwt::Creds;
 
 use crate::process::{Signal, send_signal, wait_child_exit};
+use crate::tls::{CertFiles, TestCa};
 use crate::wait::POLL_INTERVAL;
 
 /// How long a server may take to log "Server is ready": generous, because a
@@ -55,7 +58,21 @@ pub struct NatsServer {
     port: u16,
     jetstream: bool,
     auth: Auth,
+    tls: Option<ServerTls>,
+    websocket_port: Option<u16>,
+    /// For operator mode: a user of the JetStream account, its `.creds`
+    /// written to `user.creds` in the temporary directory.
+    creds: Option<Creds>,
     child: Option<Child>,
+}
+
+/// The certificates of a TLS server, made at launch in its directory.
+#[derive(Debug)]
+struct ServerTls {
+    ca: TestCa,
+    server: CertFiles,
+    /// For mutual TLS: a certificate the CA signed for clients.
+    client: Option<CertFiles>,
 }
 
 /// Why a launch did not produce a ready server, when the caller can retry.
@@ -115,6 +132,73 @@ impl NatsServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// `tls://127.0.0.1:{port}`: TLS from the first byte of the client's
+    /// side (async-nats also upgrades a `nats://` URL when the server's INFO
+    /// asks for TLS).
+    #[must_use]
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.port)
+    }
+
+    /// `ws://127.0.0.1:{port}` (`wss://` on a TLS server), for a server built
+    /// with `websocket`.
+    ///
+    /// # Panics
+    /// When the server has no WebSocket listener.
+    #[must_use]
+    pub fn ws_url(&self) -> String {
+        let port = self
+            .websocket_port
+            .expect("ws_url() needs a server built with websocket()");
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{port}")
+    }
+
+    /// The CA that signed the server's certificate (PEM file), for a server
+    /// built with `tls` or `mutual_tls`.
+    #[must_use]
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca.cert.as_path())
+    }
+
+    /// A client certificate and key the server accepts, for a server built
+    /// with `mutual_tls`.
+    #[must_use]
+    pub fn client_cert(&self) -> Option<&CertFiles> {
+        self.tls.as_ref().and_then(|t| t.client.as_ref())
+    }
+
+    /// The `.creds` file of a user the server accepts, for a server built
+    /// with `operator`.
+    #[must_use]
+    pub fn creds_file(&self) -> Option<PathBuf> {
+        self.creds
+            .as_ref()
+            .map(|_| self.dir.path().join("user.creds"))
+    }
+
+    /// The credentials in [`creds_file`](Self::creds_file).
+    #[must_use]
+    pub fn creds(&self) -> Option<&Creds> {
+        self.creds.as_ref()
+    }
+
+    /// The seed of the first nkey user, for a server built with `nkey_user`.
+    #[must_use]
+    pub fn nkey_seed(&self) -> Option<&str> {
+        match &self.auth {
+            Auth::Users { nkeys, .. } => nkeys.first().map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// The temporary directory the server's files live in; tests may put
+    /// their own files (other CAs, broken credentials) there.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The token clients must send, for a server built with `token`.
     #[must_use]
     pub fn token(&self) -> Option<&str> {
@@ -129,21 +213,43 @@ impl NatsServer {
     #[must_use]
     pub fn user_password(&self) -> Option<(&str, &str)> {
         match &self.auth {
-            Auth::UserPassword { user, password } => Some((user, password)),
+            Auth::Users {
+                password: Some((user, password)),
+                ..
+            } => Some((user, password)),
             _ => None,
         }
     }
 
-    /// Connect options carrying this server's credentials, for tests that
-    /// tune the client further.
+    /// Connect options carrying this server's credentials (and its CA and
+    /// client certificate under TLS), for tests that tune the client
+    /// further.
+    ///
+    /// # Panics
+    /// When the generated credentials do not parse (a harness bug).
     pub fn connect_options(&self) -> ConnectOptions {
-        match &self.auth {
+        let mut options = match &self.auth {
             Auth::None => ConnectOptions::new(),
             Auth::Token(token) => ConnectOptions::with_token(token.clone()),
-            Auth::UserPassword { user, password } => {
-                ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            Auth::Users {
+                password: Some((user, password)),
+                ..
+            } => ConnectOptions::with_user_and_password(user.clone(), password.clone()),
+            Auth::Users { nkeys, .. } => {
+                ConnectOptions::with_nkey(nkeys.first().cloned().unwrap_or_default())
+            }
+            Auth::Operator(_) => {
+                let creds = self.creds.as_ref().expect("operator mode has user creds");
+                ConnectOptions::with_credentials(&creds.text).expect("the generated creds parse")
+            }
+        };
+        if let Some(tls) = &self.tls {
+            options = options.add_root_certificates(tls.ca.cert.clone());
+            if let Some(client) = &tls.client {
+                options = options.add_client_certificate(client.cert.clone(), client.key.clone());
             }
         }
+        options
     }
 
     /// A connected client with this server's credentials.
@@ -285,22 +391,47 @@ impl NatsServer {
             .prefix("nats-server-e2e-")
             .tempdir()
             .expect("creating a temporary directory for nats-server");
+        let tls = (options.tls != TlsMode::Off).then(|| {
+            let ca = TestCa::new(dir.path(), "nats");
+            let server = ca.server_cert("nats-server");
+            let client = (options.tls == TlsMode::Mutual).then(|| ca.client_cert("nats-client"));
+            ServerTls { ca, server, client }
+        });
+        let creds = match &options.auth {
+            Auth::Operator(operator) => {
+                let creds = operator.user("e2e-harness", None);
+                std::fs::write(dir.path().join("user.creds"), &creds.text)
+                    .expect("writing the user credentials");
+                Some(creds)
+            }
+            _ => None,
+        };
         let mut server = Self {
             bin,
             dir,
             port: 0,
             jetstream: options.jetstream,
             auth: options.auth.clone(),
+            tls,
+            websocket_port: None,
+            creds,
             child: None,
         };
         std::fs::create_dir(server.store_dir()).expect("creating the JetStream store directory");
-        std::fs::write(
-            server.config_path(),
-            options.config_file(&server.store_dir()),
-        )
-        .expect("writing the nats-server configuration file");
         for _ in 0..PORT_ATTEMPTS {
-            server.port = free_port();
+            server.port = options.port.unwrap_or_else(free_port);
+            // The WebSocket port is in the file: a retry on new ports
+            // rewrites it (a restart does not, and keeps both ports).
+            server.websocket_port = options.websocket.then(free_port);
+            let store_dir = server.store_dir();
+            let placement = Placement {
+                store_dir: &store_dir,
+                server_cert: server.tls.as_ref().map(|t| &t.server),
+                ca: server.tls.as_ref().map(|t| t.ca.cert.as_path()),
+                websocket_port: server.websocket_port,
+            };
+            std::fs::write(server.config_path(), options.config_file(&placement))
+                .expect("writing the nats-server configuration file");
             if server.launch().await.is_ok() {
                 return server;
             }

@@ -42,6 +42,7 @@ fn the_typed_defaults() {
     assert_eq!(d.api_base, "https://discord.com/api/v10");
     assert_eq!(d.gateway_url, None);
     assert!(!d.allow_insecure_gateway);
+    assert_eq!(d.tls_ca, None);
     assert_eq!(d.compression, crate::codec::Compression::default());
     assert_eq!(d.shards, crate::gateway::ShardSpec::Auto);
     assert_eq!(d.max_frame_bytes, 32 << 20);
@@ -115,6 +116,11 @@ fn sample(key: &str, dir: &Path) -> (String, Vec<(&'static str, String)>) {
         std::fs::write(&p, "x").unwrap();
         p.display().to_string()
     };
+    let ca = |name: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, TEST_CA_PEM).unwrap();
+        p.display().to_string()
+    };
     let other = |var: &'static str, v: &str| vec![(var, v.to_owned())];
     match key {
         "discord.token" => (TOKEN.into(), vec![]),
@@ -122,6 +128,7 @@ fn sample(key: &str, dir: &Path) -> (String, Vec<(&'static str, String)>) {
         "discord.api_base" => ("http://127.0.0.1:9/api/v10".into(), vec![]),
         "discord.gateway_url" => ("wss://us-east1-b.gateway.discord.gg".into(), vec![]),
         "discord.allow_insecure_gateway" => ("true".into(), vec![]),
+        "discord.tls_ca" => (ca("discord-ca.pem"), vec![]),
         "discord.compression" => ("zstd-stream".into(), vec![]),
         "discord.shards" => ("0-3/8".into(), vec![]),
         "discord.max_frame_bytes" => ("1048576".into(), vec![]),
@@ -130,13 +137,16 @@ fn sample(key: &str, dir: &Path) -> (String, Vec<(&'static str, String)>) {
         "discord.shard_lease_secs" => ("4".into(), vec![]),
         "discord.session_start_reserve" => ("5".into(), vec![]),
         "nats.stream_replicas" => ("3".into(), vec![]),
-        "nats.url" => ("nats://a:4222,wss://b:443".into(), vec![]),
+        "nats.url" => ("wss://a:443,ws://b:8080".into(), vec![]),
         "nats.creds_file" => (file("user.creds"), vec![]),
         "nats.user" => ("alice".into(), other("NATS_PASSWORD", "pw")),
         "nats.password" => ("pw".into(), other("NATS_USER", "alice")),
         "nats.token" => ("tok".into(), vec![]),
-        "nats.nkey_seed" => ("SUAEXAMPLE".into(), vec![]),
-        "nats.tls_ca" => (file("ca.pem"), vec![]),
+        "nats.nkey_seed" => (
+            "SUANFE7RJQDCMFI2UMDZ4RTMMFZLQPW6IZQDODVPNVRXTZXUYGPFSYVVYE".into(),
+            vec![],
+        ),
+        "nats.tls_ca" => (ca("ca.pem"), vec![]),
         "nats.tls_cert" => (file("cert.pem"), vec![("NATS_KEY", file("key.pem"))]),
         "nats.tls_key" => (file("key.pem"), vec![("NATS_CERT", file("cert.pem"))]),
         "nats.subject_prefix" => ("my-capsule".into(), vec![]),

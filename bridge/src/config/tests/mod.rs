@@ -13,6 +13,10 @@ use crate::gateway::Intents;
 
 const TOKEN: &str = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.token-value-for-tests";
 
+/// A self-signed CA certificate (its key was thrown away): CA file settings
+/// are checked to hold a usable certificate, and this one is only parsed.
+const TEST_CA_PEM: &str = include_str!("test-ca.pem");
+
 fn try_load(
     vars: &[(&str, &str)],
     file: Option<PathBuf>,

@@ -263,7 +263,10 @@ fn converted_values() {
 fn secrets_never_appear_in_debug_errors_or_render() {
     let loaded = env_only(&[
         ("DISCORD_BOT_TOKEN", TOKEN),
-        ("NATS_NKEY_SEED", "SUSEEDVALUE"),
+        (
+            "NATS_NKEY_SEED",
+            "SUAJVZAGOHNOYECZYARCXADLZ2HPXB6GXB4VFMUST7KGGYLX7GUVCJT5BU",
+        ),
     ])
     .unwrap();
     let dir = empty_dir();
@@ -282,7 +285,11 @@ fn secrets_never_appear_in_debug_errors_or_render() {
         format!("{:?}", with_password.config),
     ];
     for text in &texts {
-        for secret in ["token-value-for-tests", "SUSEEDVALUE", "hunter2"] {
+        for secret in [
+            "token-value-for-tests",
+            "SUAJVZAGOHNOYECZYARCXADLZ2HPXB6GXB4VFMUST7KGGYLX7GUVCJT5BU",
+            "hunter2",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked in:\n{text}");
         }
     }
@@ -310,4 +317,59 @@ fn secrets_never_appear_in_debug_errors_or_render() {
         !text.contains("urlpassword") && !text.contains("hunter2"),
         "{text}"
     );
+}
+
+/// A CA file is read at load time: a file that holds no usable certificate
+/// is an error naming the key (for both sides), not a TLS failure later.
+#[test]
+fn ca_files_must_hold_certificates() {
+    let dir = empty_dir();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not PEM at all\n").unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, TEST_CA_PEM).unwrap();
+    let junk = junk.display().to_string();
+    let ca = ca.display().to_string();
+    let errors = errors_of(env_only(&[("DISCORD_TLS_CA", &junk), ("NATS_CA", &junk)]));
+    assert_eq!(keys_of(&errors), ["discord.tls_ca", "nats.tls_ca"]);
+    for e in &errors {
+        assert!(e.message.contains("no PEM certificate"), "{e}");
+        assert!(e.message.contains("junk.pem"), "{e}");
+    }
+    let loaded = env_only(&[("DISCORD_TLS_CA", &ca), ("NATS_CA", &ca)]).unwrap();
+    assert_eq!(
+        loaded.config.discord.tls_ca.as_deref(),
+        Some(Path::new(&ca))
+    );
+    assert_eq!(loaded.config.nats.tls_ca.as_deref(), Some(Path::new(&ca)));
+}
+
+/// async-nats connects over one transport: WebSocket and NATS URLs in one
+/// list are refused at load time rather than at the first connection.
+#[test]
+fn websocket_and_nats_urls_do_not_mix() {
+    let errors = errors_of(env_only(&[("NATS_URL", "nats://a:4222,ws://b:8080")]));
+    assert_eq!(keys_of(&errors), ["nats.url"]);
+    assert!(
+        errors[0].message.contains("mixes WebSocket"),
+        "{}",
+        errors[0]
+    );
+    let loaded = env_only(&[("NATS_URL", "wss://a:443,WS://b:8080")]).unwrap();
+    assert_eq!(loaded.config.nats.urls.len(), 2);
+    env_only(&[("NATS_URL", "tls://a:4222,nats://b:4222")]).unwrap();
+}
+
+/// An nkey seed is decoded at load time: a typo or an account's seed is
+/// named as such, without the seed in the message.
+#[test]
+fn nkey_seeds_must_be_user_seeds() {
+    const BROKEN: &str = "SUAJVZAGOHNOYECZYARCXADLZ2HPXB6GXB4VFMUST7KGGYLX7GUVCJT5BA";
+    const ACCOUNT: &str = "SAAKYL6EUVVSNWQX6DLJ2I24NXGLEDADITWWKQQRAKE36BIWFAGFYCWAIU";
+    for (seed, expected) in [(BROKEN, "is not an nkey seed"), (ACCOUNT, "not of a user")] {
+        let errors = errors_of(env_only(&[("NATS_NKEY_SEED", seed)]));
+        assert_eq!(keys_of(&errors), ["nats.nkey_seed"]);
+        assert!(errors[0].message.contains(expected), "{}", errors[0]);
+        assert!(!errors[0].to_string().contains(seed), "{}", errors[0]);
+    }
 }
