@@ -32,17 +32,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::core_sink::CoreSink;
+use super::http::HttpServer;
 use super::identify::IdentifyQueue;
+use super::observe::Observed;
 use super::outbox::Outbox;
 use super::ownership::{self, Checkpoint, Lease, Owner, ShardStore};
 use super::publisher::{self, PublisherConfig, Target};
+use super::reports::{Reports, ShardReporter};
 use super::shard::{self, SessionMark, ShardEnd, ShardIo};
-use super::status_service::Reports;
 use super::tasks::{TaskError, TaskId, Tasks};
 use crate::config::Config;
 use crate::error::RunError;
 use crate::gateway::machine::Resume;
 use crate::gateway::{Machine, ShardId};
+use crate::health::Stage;
 use crate::secret::Secret;
 
 /// How long a shutdown may spend flushing buffered events to NATS.
@@ -100,6 +103,9 @@ pub struct Bridge {
     status_stop: CancellationToken,
     services: Vec<JoinHandle<Option<()>>>,
     coord: Option<Coordination>,
+    /// What `/readyz` and `/metrics` read, and the endpoint serving them.
+    observed: Option<Arc<Observed>>,
+    http: Option<HttpServer>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -134,6 +140,27 @@ impl Bridge {
             client,
             status_stop,
             services,
+            observed: None,
+            http: None,
+        }
+    }
+
+    /// Serves `/metrics` and the probes from `observed` (with `http`, when
+    /// `http.listen` is set) until the bridge has stopped.
+    pub(crate) fn with_endpoint(
+        mut self,
+        observed: Arc<Observed>,
+        http: Option<HttpServer>,
+    ) -> Self {
+        self.observed = Some(observed);
+        self.http = http;
+        self
+    }
+
+    /// Start-up is over: readiness now depends on NATS and the shards.
+    pub(crate) fn running(&self) {
+        if let Some(o) = &self.observed {
+            o.set_stage(Stage::Running);
         }
     }
 
@@ -410,6 +437,9 @@ impl Bridge {
 
     /// Stops every shard, then the process-wide tasks, in order.
     async fn stop_all(&mut self) {
+        if let Some(o) = &self.observed {
+            o.set_stage(Stage::Stopping);
+        }
         self.root.cancel();
         let stopping: Vec<_> = self.shards.drain().collect();
         for (shard, running) in stopping {
@@ -426,6 +456,10 @@ impl Bridge {
         if let Err(e) = self.client.flush().await {
             tracing::warn!(error = %e, "final NATS flush failed");
         }
+        // Last: probes and scrapes see the shutdown until the end.
+        if let Some(http) = self.http.take() {
+            http.stop().await;
+        }
         if tokio::time::timeout(STRAGGLERS, self.tasks.wait())
             .await
             .is_err()
@@ -435,6 +469,22 @@ impl Bridge {
                 "tasks still running at exit; leaving them"
             );
         }
+    }
+}
+
+/// Marks a shard as run by this process while it lives.
+struct RunningMark(ShardReporter);
+
+impl RunningMark {
+    fn new(reporter: ShardReporter) -> Self {
+        reporter.set_running(true);
+        Self(reporter)
+    }
+}
+
+impl Drop for RunningMark {
+    fn drop(&mut self) {
+        self.0.set_running(false);
     }
 }
 
@@ -467,6 +517,9 @@ async fn run_unit(
         resume,
         handover,
     } = unit;
+    // The shard counts as run here (metrics, readiness) from now until
+    // the unit ends, also when it ends by a panic.
+    let _running = RunningMark::new(ctx.reports.reporter(shard));
     let nats = &ctx.config.nats;
     let outbox = Arc::new(Outbox::new(nats.buffer_events, nats.buffer_bytes));
     let drain = CancellationToken::new();
@@ -481,6 +534,7 @@ async fn run_unit(
                 shard,
                 max_inflight: nats.max_inflight,
                 drain_timeout: DRAIN_TIMEOUT,
+                reporter: ctx.reports.reporter(shard),
             },
             drain.clone(),
         )
