@@ -54,7 +54,7 @@ fn forms(secret: &str) -> Vec<String> {
 }
 
 /// Panics if any secret, in any form, is in `text`; `what` names the text.
-fn assert_clean(what: &str, text: &str, secrets: &[&str]) {
+pub(crate) fn assert_clean(what: &str, text: &str, secrets: &[&str]) {
     for secret in secrets {
         for form in forms(secret) {
             assert!(
