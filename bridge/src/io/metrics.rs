@@ -66,7 +66,7 @@ fn flag(on: bool) -> N {
 /// Writes one sample of a counter or a gauge.
 fn write(
     m: &mut prometheus_client::encoding::MetricEncoder<'_>,
-    kind: &MetricType,
+    kind: MetricType,
     v: N,
 ) -> fmt::Result {
     match (kind, v) {
@@ -86,9 +86,9 @@ fn family<L: EncodeLabelSet>(
     kind: MetricType,
     samples: impl IntoIterator<Item = (L, N)>,
 ) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, kind.clone())?;
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
     for (labels, value) in samples {
-        write(&mut m.encode_family(&labels)?, &kind, value)?;
+        write(&mut m.encode_family(&labels)?, kind, value)?;
     }
     Ok(())
 }
@@ -101,8 +101,8 @@ fn single(
     kind: MetricType,
     value: N,
 ) -> fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, kind.clone())?;
-    write(&mut m, &kind, value)
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    write(&mut m, kind, value)
 }
 
 /// Per-shard samples of one number.
@@ -232,18 +232,19 @@ impl Collector for Scrape {
             Counter,
             per_shard(shards, |s| Some(int(s.publish_errors))),
         )?;
-        let mut m = e.encode_descriptor(
-            "discord_bridge_publish_ack_seconds",
-            "Time from a JetStream publish to its acknowledgement",
-            None,
-            MetricType::Histogram,
-        )?;
-        for s in shards {
-            let h = &s.ack_latency;
-            m.encode_family(&[("shard", shard_label(s.health.shard))])?
-                .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+        {
+            let mut m = e.encode_descriptor(
+                "discord_bridge_publish_ack_seconds",
+                "Time from a JetStream publish to its acknowledgement",
+                None,
+                MetricType::Histogram,
+            )?;
+            for s in shards {
+                let h = &s.ack_latency;
+                m.encode_family(&[("shard", shard_label(s.health.shard))])?
+                    .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+            }
         }
-        drop(m);
         let total = |f: fn(Shard<'_>) -> u64| int(shards.iter().map(f).sum::<u64>());
         family(
             e,

@@ -453,7 +453,11 @@ impl Bridge {
         for service in self.services.drain(..) {
             let _ = service.await;
         }
-        if let Err(e) = self.client.flush().await {
+        // Flush and close the connection now rather than when the last
+        // handle is dropped: the server sees a clean close, and a server
+        // stopped right after this process (the demo's) is not reported as
+        // a lost connection.
+        if let Err(e) = self.client.drain().await {
             tracing::warn!(error = %e, "final NATS flush failed");
         }
         // Last: probes and scrapes see the shutdown until the end.
