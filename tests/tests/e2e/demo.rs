@@ -8,19 +8,6 @@ use discord_bridge_e2e::Signal;
 use discord_bridge_e2e::nats::nats_server_bin;
 use discord_bridge_e2e::process::{ChildProcess, bridge_command};
 
-/// Processes whose command line mentions the demo's temporary store.
-fn demo_nats_servers() -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains("discord-bridge-demo-"))
-        .collect()
-}
-
 #[tokio::test]
 async fn demo_shows_messages_interactions_and_a_resume_then_stops_cleanly() {
     // A port nothing listens on: the demo must start its own nats-server.
@@ -34,6 +21,9 @@ async fn demo_shows_messages_interactions_and_a_resume_then_stops_cleanly() {
         .env("NATS_URL", format!("nats://127.0.0.1:{unused}"))
         .env("NATS_SERVER_BIN", nats_server_bin());
     let mut demo = ChildProcess::spawn(&mut cmd);
+    demo.wait_for_stdout("(started for this demo)", Duration::from_secs(60))
+        .await;
+    let server = demo_server(&demo);
     let status = demo.wait_exit(Duration::from_secs(90)).await;
     let out = demo.stdout_lines();
     let text = out.join("\n");
@@ -89,11 +79,7 @@ async fn demo_shows_messages_interactions_and_a_resume_then_stops_cleanly() {
         .count();
     assert_eq!(u64::try_from(agent_lines).expect("count"), received);
 
-    assert!(
-        demo_nats_servers().is_empty(),
-        "the demo's nats-server is gone: {:?}",
-        demo_nats_servers()
-    );
+    assert_gone(server);
 }
 
 /// The pids of the processes whose parent is `parent`, with their command
@@ -122,6 +108,27 @@ fn children_of(parent: u32) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// The pid of the nats-server the demo started (its child: other demos
+/// may run on the same machine at the same time).
+fn demo_server(demo: &ChildProcess) -> u32 {
+    children_of(demo.pid())
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains("discord-bridge-demo-"))
+        .map(|(pid, _)| pid)
+        .unwrap_or_else(|| panic!("the demo runs its own nats-server:\n{}", demo.output()))
+}
+
+/// `pid` is gone, or dead and not yet reaped by whoever inherited it.
+fn assert_gone(pid: u32) {
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned()));
+    assert!(
+        matches!(state.as_deref(), None | Some("Z" | "X")),
+        "the demo's nats-server (pid {pid}) is still running ({state:?})"
+    );
+}
+
 /// Ctrl-C in a terminal signals the whole foreground process group: the
 /// demo and the nats-server it started must not both get it, or the bridge
 /// and the adapter shut down against a dead server. The demo ends cleanly
@@ -142,11 +149,7 @@ async fn ctrl_c_to_the_process_group_stops_the_demo_cleanly_and_its_server_last(
     let mut demo = ChildProcess::spawn(&mut cmd);
     demo.wait_for_stdout("RESUMED", Duration::from_secs(60))
         .await;
-    let server = children_of(demo.pid())
-        .into_iter()
-        .find(|(_, cmd)| cmd.contains("discord-bridge-demo-"))
-        .map(|(pid, _)| pid)
-        .unwrap_or_else(|| panic!("the demo runs its own nats-server:\n{}", demo.output()));
+    let server = demo_server(&demo);
 
     let asked = std::time::Instant::now();
     demo.signal_group(Signal::Int);
@@ -169,12 +172,5 @@ async fn ctrl_c_to_the_process_group_stops_the_demo_cleanly_and_its_server_last(
             .any(|l| l.starts_with("demo: Discord sent")),
         "the summary is printed: {output}"
     );
-    // Gone, or dead and not yet reaped by whoever inherited it.
-    let state = std::fs::read_to_string(format!("/proc/{server}/stat"))
-        .ok()
-        .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned()));
-    assert!(
-        matches!(state.as_deref(), None | Some("Z" | "X")),
-        "the demo's nats-server (pid {server}) is still running ({state:?})"
-    );
+    assert_gone(server);
 }
