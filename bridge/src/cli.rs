@@ -67,6 +67,24 @@ pub enum Command {
     /// and acked seq. Needs NATS (with JetStream) and DISCORD_BOT_TOKEN (the
     /// keys are named after a hash of it). Exits 1 when NATS cannot be read.
     Shards(ShardsArgs),
+    /// Ask a running bridge whether it is ready (its /readyz), for probes.
+    ///
+    /// Asks http://<http.listen>/readyz of the same configuration (a
+    /// wildcard address is asked on loopback), or --url. Prints the
+    /// bridge's one-line answer. Exits 0 when ready, 1 when not ready or
+    /// no answer within 3 s, 2 when http.listen is unset and no --url is
+    /// given. Needs no token.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Options of `healthcheck`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct HealthcheckArgs {
+    /// The URL to ask instead of the one http.listen gives, e.g.
+    /// http://10.0.0.5:9090/readyz (/readyz is added to a URL without a
+    /// path).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 }
 
 /// Options of `shards`.
@@ -129,6 +147,23 @@ mod tests {
         let cli = Cli::try_parse_from(["discord-bridge", "--config", "y.toml", "run"]).unwrap();
         assert_eq!(cli.selected_command(), Command::Run);
         assert_eq!(cli.config, Some(PathBuf::from("y.toml")));
+    }
+
+    #[test]
+    fn healthcheck_takes_an_optional_url() {
+        let cli = Cli::try_parse_from(["discord-bridge", "healthcheck"]).unwrap();
+        assert_eq!(
+            cli.selected_command(),
+            Command::Healthcheck(HealthcheckArgs { url: None })
+        );
+        let cli =
+            Cli::try_parse_from(["discord-bridge", "healthcheck", "--url", "http://h:1"]).unwrap();
+        assert_eq!(
+            cli.selected_command(),
+            Command::Healthcheck(HealthcheckArgs {
+                url: Some("http://h:1".into())
+            })
+        );
     }
 
     #[cfg(feature = "demo")]

@@ -10,6 +10,7 @@
 use crate::config::ConfigErrors;
 use crate::gateway::ShardId;
 pub use crate::io::discovery::DiscoveryError;
+pub use crate::io::http::HttpError;
 pub use crate::io::nats::NatsError;
 pub use crate::io::ownership::OwnershipError;
 pub use crate::io::tasks::TaskFailure;
@@ -38,6 +39,10 @@ pub enum RunError {
         /// What it means and what to do.
         message: String,
     },
+    /// The operations endpoint (`http.listen`) could not be opened (exit
+    /// code 1: the setting is valid, the address is not free here).
+    #[error(transparent)]
+    Http(#[from] HttpError),
     /// Shard ownership in NATS KV could not be read (exit code 1).
     #[error(transparent)]
     Ownership(#[from] OwnershipError),
@@ -61,7 +66,11 @@ impl RunError {
             Self::Config(_) => 2,
             Self::Nats(e) => e.exit_code(),
             Self::Discovery(e) => e.exit_code(),
-            Self::Fatal { .. } | Self::Ownership(_) | Self::Task(_) | Self::Signals(_) => 1,
+            Self::Fatal { .. }
+            | Self::Http(_)
+            | Self::Ownership(_)
+            | Self::Task(_)
+            | Self::Signals(_) => 1,
             #[cfg(feature = "demo")]
             Self::Demo(e) => e.exit_code(),
         }

@@ -11,6 +11,8 @@
 //!   and its tasks, WebSocket, NATS publisher; its entry points are [`run`]
 //!   and [`Bridge`];
 //! * [`config`] — configuration (defaults < TOML < environment);
+//! * [`health`] — the readiness rules of `/readyz`, as a pure function;
+//!   [`healthcheck`] — the `healthcheck` command that asks it;
 //! * [`secret`] — the redacting wrapper for tokens and credentials.
 
 #![warn(missing_docs)]
@@ -23,6 +25,8 @@ pub mod demo;
 pub mod error;
 mod failpoint;
 pub mod gateway;
+pub mod health;
+pub mod healthcheck;
 mod io;
 pub mod logging;
 pub mod secret;

@@ -9,7 +9,7 @@ use discord_bridge::cli::{Cli, Command};
 use discord_bridge::config::load_from_process;
 #[cfg(feature = "demo")]
 use discord_bridge::demo;
-use discord_bridge::{RunError, logging, tls};
+use discord_bridge::{RunError, healthcheck, logging, tls};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +34,7 @@ enum Job {
     Shards {
         json: bool,
     },
+
     #[cfg(feature = "demo")]
     Demo(demo::DemoOptions),
 }
@@ -64,13 +65,16 @@ fn main() -> ExitCode {
         Command::Demo(args) => Job::Demo(args.options()),
         Command::Run => Job::Run,
         Command::Shards(args) => Job::Shards { json: args.json },
+        Command::Healthcheck(args) => {
+            return run_healthcheck(loaded.config.http.listen, args.url.as_deref());
+        }
     };
     // The demo prints events on stdout; keep the bridge's own logs to
     // warnings unless RUST_LOG asks for more.
     let filter = std::env::var(logging::FILTER_ENV)
         .ok()
         .or_else(|| (!matches!(job, Job::Run)).then(|| "warn".to_owned()));
-    if let Err(e) = logging::init_with(filter.as_deref()) {
+    if let Err(e) = logging::init_with(filter.as_deref(), loaded.config.log.format) {
         return fail(&e, 2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -97,6 +101,30 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
+/// `healthcheck`: one request, no logging, no signal handling (a probe
+/// that is killed is a failed probe).
+#[allow(clippy::print_stdout, reason = "printing the answer is the command")]
+fn run_healthcheck(listen: Option<std::net::SocketAddr>, url: Option<&str>) -> ExitCode {
+    let url = match healthcheck::readiness_url(listen, url) {
+        Ok(url) => url,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+    };
+    match runtime.block_on(healthcheck::check(&url)) {
+        Ok(answer) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&e, e.exit_code()),
     }
 }

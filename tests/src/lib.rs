@@ -15,6 +15,8 @@
 //! * [`process`] — run the `discord-bridge` binary (or any command) as a
 //!   child process, capture its output line by line, send it signals;
 //! * [`tls`] — a CA, server and client certificates generated per test;
+//! * [`scrape`] — GETs to the bridge's operations endpoint, and a strict
+//!   reader of the Prometheus text it serves;
 //! * [`workspace`] — where the workspace, its target dir and `.tools` are.
 //!
 //! The `nats-server` binary is found through `NATS_SERVER_BIN`, then
@@ -26,6 +28,7 @@ pub mod jetstream;
 pub mod nats;
 pub mod process;
 pub mod schema;
+pub mod scrape;
 pub mod stack;
 pub mod tls;
 pub mod wait;

@@ -9,6 +9,7 @@
 //! key table's default as its raw value (see [`super::load`]), and
 //! [`Config::default`] is this builder run on those defaults alone.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,7 +23,9 @@ use super::rules::{
     check_event_name, check_nats_url, check_stream_name, check_token, check_user_seed,
 };
 use super::value;
-use super::{Config, ConfigError, DiscordConfig, NatsConfig, PublishMode};
+use super::{
+    Config, ConfigError, DiscordConfig, HttpConfig, LogConfig, LogFormat, NatsConfig, PublishMode,
+};
 use crate::codec::Compression;
 use crate::gateway::ShardSpec;
 use crate::secret::Secret;
@@ -59,10 +62,40 @@ impl<'a> Builder<'a> {
     pub(super) fn build(&mut self, require_token: bool) -> Option<Config> {
         let discord = self.discord(require_token);
         let nats = self.nats();
+        let http = self.http();
+        let log = self.log();
         Some(Config {
             discord: discord?,
             nats: nats?,
+            http: http?,
+            log: log?,
         })
+    }
+
+    fn http(&mut self) -> Option<HttpConfig> {
+        let text = self.get("http.listen", value::optional_string);
+        if self.failed("http.listen") {
+            return None;
+        }
+        let listen = match text.flatten() {
+            None => None,
+            Some(text) => match parse_listen(&text) {
+                Ok(addr) => Some(addr),
+                Err(message) => {
+                    self.error("http.listen", message);
+                    return None;
+                }
+            },
+        };
+        Some(HttpConfig { listen })
+    }
+
+    fn log(&mut self) -> Option<LogConfig> {
+        let format = self.required("log.format", |v| {
+            let text = value::string(v)?;
+            text.parse::<LogFormat>().map_err(|e| e.to_string())
+        });
+        Some(LogConfig { format: format? })
     }
 
     fn setting(&self, key: &str) -> Option<&'a Setting> {
@@ -517,6 +550,30 @@ fn mixes_websocket(urls: &[String]) -> bool {
         scheme.eq_ignore_ascii_case("ws") || scheme.eq_ignore_ascii_case("wss")
     };
     urls.iter().any(websocket) && !urls.iter().all(websocket)
+}
+
+/// An `http.listen` value: `IP:PORT` (`[IPv6]:PORT` for IPv6). Host names
+/// are refused rather than resolved: a listener binds an interface, and a
+/// name that resolves differently later would move it silently.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let hint = if text.parse::<std::net::IpAddr>().is_ok() {
+        format!("add a port, e.g. {text}:9090")
+    } else if let Some(port) = text.strip_prefix(':') {
+        format!("name the interface too, e.g. 0.0.0.0:{port} (every interface) or 127.0.0.1:{port}")
+    } else if let Some((host, port)) = text.rsplit_once(':')
+        && port.parse::<u16>().is_ok()
+        && !host.is_empty()
+    {
+        format!("use an IP address, not a host name, e.g. 0.0.0.0:{port} or 127.0.0.1:{port}")
+    } else {
+        "use IP:PORT, e.g. 0.0.0.0:9090 (every interface) or 127.0.0.1:9090 (this host only)"
+            .to_owned()
+    };
+    Err(format!("{text:?} is not an address to listen on: {hint}"))
 }
 
 /// The key table's default of `key`, for messages that quote it.

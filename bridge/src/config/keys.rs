@@ -26,7 +26,8 @@ pub struct Key {
 }
 
 impl Key {
-    /// The table (`discord` or `nats`) and the entry name inside it.
+    /// The table (`discord`, `nats`, `http` or `log`) and the entry name
+    /// inside it.
     #[must_use]
     pub fn split(&self) -> (&'static str, &'static str) {
         self.key.split_once('.').unwrap_or(("", self.key))
@@ -258,6 +259,18 @@ pub const KEYS: &[Key] = &[
         Some("30"),
         "seconds a full buffer may wait with no publish acknowledged before the shard closes the gateway and RESUMEs later",
     ),
+    key(
+        "http.listen",
+        "BRIDGE_HTTP_LISTEN",
+        None,
+        "IP:PORT serving /metrics (Prometheus), /healthz and /readyz, e.g. 0.0.0.0:9090; unset = no HTTP server",
+    ),
+    key(
+        "log.format",
+        "BRIDGE_LOG_FORMAT",
+        Some("text"),
+        "log lines on stderr: text (for people) or json (one JSON object per line, with the shard and connection span fields)",
+    ),
 ];
 
 /// The key with this dotted name.
@@ -302,7 +315,11 @@ mod tests {
             assert!(keys.insert(k.key), "duplicate key {}", k.key);
             assert!(envs.insert(k.env), "duplicate env {}", k.env);
             let (table, name) = k.split();
-            assert!(matches!(table, "discord" | "nats"), "{}", k.key);
+            assert!(
+                matches!(table, "discord" | "nats" | "http" | "log"),
+                "{}",
+                k.key
+            );
             assert!(!name.is_empty() && !name.contains('.'), "{}", k.key);
             assert!(
                 k.env.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
@@ -346,6 +363,8 @@ mod tests {
             ("nats.subject_prefix", "BRIDGE_CAPSULE_ID"),
             ("nats.publish", "BRIDGE_PUBLISH_MODE"),
             ("nats.stream", "BRIDGE_STREAM"),
+            ("http.listen", "BRIDGE_HTTP_LISTEN"),
+            ("log.format", "BRIDGE_LOG_FORMAT"),
         ];
         for (key, env) in contract {
             assert_eq!(by_key(key).map(|k| k.env), Some(env), "{key}");

@@ -50,11 +50,13 @@ pub use load::{
 };
 pub use render::{redact_url, render};
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::codec::Compression;
 use crate::gateway::{Intents, ShardSpec};
+pub use crate::logging::LogFormat;
 use crate::secret::Secret;
 
 /// The whole configuration, validated.
@@ -64,6 +66,26 @@ pub struct Config {
     pub discord: DiscordConfig,
     /// The NATS side.
     pub nats: NatsConfig,
+    /// The operations endpoint (metrics and probes).
+    pub http: HttpConfig,
+    /// How logs are written.
+    pub log: LogConfig,
+}
+
+/// The HTTP endpoint for Prometheus and health probes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`http.listen`);
+    /// `None` serves nothing. Port 0 lets the system choose (the bound
+    /// address is logged).
+    pub listen: Option<SocketAddr>,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Text or JSON lines (`log.format`).
+    pub format: LogFormat,
 }
 
 /// How to reach Discord and which session to hold.

@@ -109,6 +109,8 @@ pub(super) fn shown(config: &Config, key: &str) -> Option<Shown> {
         "nats.max_inflight" => int(n.max_inflight),
         "nats.ack_timeout_ms" => millis(n.ack_timeout),
         "nats.stall_timeout_secs" => Shown::Int(n.stall_timeout.as_secs()),
+        "http.listen" => text(config.http.listen),
+        "log.format" => Shown::Str(config.log.format.as_str().to_owned()),
         _ => return None,
     })
 }

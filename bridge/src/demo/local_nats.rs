@@ -1,6 +1,8 @@
 //! The demo's NATS: the configured server if one answers, otherwise a
-//! `nats-server -js` child process with a throw-away store, stopped (and
-//! reaped) when the demo ends.
+//! `nats-server -js` child process with a throw-away store, in a process
+//! group of its own (so Ctrl-C reaches only the demo, which stops the
+//! server after everything that uses it), stopped and reaped when the demo
+//! ends.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,9 +68,16 @@ impl LocalNats {
                     source,
                 }
             })?;
+        // A process group of its own: Ctrl-C in a terminal signals the
+        // terminal's foreground group, and the server must outlive the
+        // bridge and the adapter, which still flush to it and then let go
+        // of it; the demo stops it last (`stop`). If the demo itself is
+        // killed outright, `kill_on_drop` cannot run and the server is
+        // left behind, its store in the temporary directory.
         let child = Command::new(&bin)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(store.path().join("jetstream"))
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

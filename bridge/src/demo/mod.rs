@@ -236,6 +236,10 @@ async fn pipeline(
         }
     }
     say(&summary(&report, show.received, stats.duplicates));
+    // Closed before the demo's server is stopped, not when dropped after.
+    if let Err(e) = client.drain().await {
+        tracing::warn!(error = %e, "closing the demo's NATS connection");
+    }
     result
 }
 

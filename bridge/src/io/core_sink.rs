@@ -69,21 +69,31 @@ impl CoreSink {
     /// Publishes a status event (stamped with the time).
     pub(crate) fn status(&self, mut event: StatusEvent) {
         event.at = OffsetDateTime::now_utc().format(&Rfc3339).ok();
-        self.send(Msg::Status(event));
+        let _ = self.send(Msg::Status(event));
     }
 
-    /// Publishes a raw dispatch on `{prefix}.gateway.dispatch.{event}`.
-    pub(crate) fn raw(&self, event: &str, headers: HeaderMap, body: Bytes) {
+    /// Publishes a raw dispatch on `{prefix}.gateway.dispatch.{event}`;
+    /// `false` when the queue was full and it was dropped (and counted).
+    pub(crate) fn raw(&self, event: &str, headers: HeaderMap, body: Bytes) -> bool {
         let subject = subject::gateway_dispatch(&self.prefix, event);
         self.send(Msg::Raw {
             subject,
             headers,
             body,
-        });
+        })
     }
 
-    fn send(&self, msg: Msg) {
-        if self.tx.try_send(msg).is_err() {
+    /// The count of messages dropped because the queue was full, for the
+    /// metrics: a handle on the number, not on the queue (holding a sink
+    /// would keep its task from ending).
+    #[must_use]
+    pub(crate) fn drop_count(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dropped)
+    }
+
+    fn send(&self, msg: Msg) -> bool {
+        let queued = self.tx.try_send(msg).is_ok();
+        if !queued {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(
@@ -92,6 +102,7 @@ impl CoreSink {
                 );
             }
         }
+        queued
     }
 }
 

@@ -63,6 +63,9 @@ pub(crate) struct IdentifyQueue {
     /// The session start budget shared with other processes, when NATS
     /// KV has one (then `budget` is not used).
     starts: Option<super::session_starts::SessionStarts>,
+    /// Whether the limit came from Discord (`GET /gateway/bot`); with a
+    /// fixed gateway URL it is a guess, not worth reporting.
+    limit_known: bool,
 }
 
 impl IdentifyQueue {
@@ -90,7 +93,35 @@ impl IdentifyQueue {
             shared: None,
             reserve: 0,
             starts: None,
+            limit_known: true,
         }
+    }
+
+    /// The limit is an assumption (Discord was not asked): the count of
+    /// session starts left is not reported.
+    #[must_use]
+    pub(crate) const fn with_unknown_limit(mut self) -> Self {
+        self.limit_known = false;
+        self
+    }
+
+    /// Session starts left, as last seen (the shared budget's last read
+    /// with NATS KV, else this process's own count); `None` when the limit
+    /// was never asked of Discord.
+    #[must_use]
+    pub(crate) fn session_starts_remaining(&self) -> Option<u32> {
+        if !self.limit_known {
+            return None;
+        }
+        Some(match &self.starts {
+            Some(starts) => starts.remaining(),
+            None => {
+                self.budget
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remaining
+            }
+        })
     }
 
     /// Keeps `reserve` session starts unspent.
@@ -226,7 +257,11 @@ mod tests {
         let t0 = Instant::now();
         q.acquire(ShardId::new(0, 1)).await;
         assert_eq!(Instant::now(), t0);
+        assert_eq!(q.session_starts_remaining(), Some(0));
         q.acquire(ShardId::new(0, 1)).await;
         assert_eq!(Instant::now() - t0, Duration::from_secs(600));
+        assert_eq!(q.session_starts_remaining(), Some(999), "reset, one spent");
+        let guessed = IdentifyQueue::new(SessionStartLimit::default()).with_unknown_limit();
+        assert_eq!(guessed.session_starts_remaining(), None);
     }
 }

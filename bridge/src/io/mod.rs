@@ -10,17 +10,25 @@
 //! * [`core_sink`] — status events and the raw firehose on core NATS;
 //! * [`identify`] — the identify rate limit; [`discovery`] — `/gateway/bot`;
 //! * [`commands`] — gateway commands over NATS request/reply;
-//! * [`nats`] — connection options and stream management.
+//! * [`nats`] — connection options and stream management;
+//! * [`reports`] — what each shard is doing, for the status endpoint and
+//!   the metrics; [`http`] / [`metrics`] / [`observe`] — the operations
+//!   endpoint (`/metrics`, `/healthz`, `/readyz`).
 
 pub(crate) mod commands;
 pub(crate) mod core_sink;
 pub(crate) mod discovery;
+pub(crate) mod histogram;
+pub(crate) mod http;
 pub(crate) mod identify;
 pub(crate) mod kv_lease;
+pub(crate) mod metrics;
 pub(crate) mod nats;
+pub(crate) mod observe;
 pub(crate) mod outbox;
 pub(crate) mod ownership;
 pub(crate) mod publisher;
+pub(crate) mod reports;
 pub(crate) mod session_starts;
 pub(crate) mod shard;
 pub(crate) mod shared_floor;
@@ -41,18 +49,21 @@ use crate::config::{Config, ConfigError, ConfigErrors, PublishMode};
 use crate::error::RunError;
 use crate::gateway::ShardId;
 use crate::gateway::machine::MachineConfig;
+use crate::health::Stage;
 use crate::secret::Secret;
 use crate::tls::DiscordTls;
 
 use self::commands::{CommandCounters, CommandService, Routes};
 use self::core_sink::CoreSink;
 use self::discovery::DiscoveryError;
+use self::http::HttpServer;
 use self::identify::{IdentifyQueue, SessionStartLimit};
 use self::nats::NatsError;
+use self::observe::Observed;
 use self::ownership::Owner;
 use self::publisher::Target;
+use self::reports::Reports;
 use self::session_starts::{Refresh, SessionStarts};
-use self::status_service::Reports;
 pub use self::supervisor::Bridge;
 use self::supervisor::{Coordination, ShardContext};
 use self::tasks::{TaskId, Tasks};
@@ -129,15 +140,28 @@ impl Bridge {
                 message: e.to_string(),
             }]))
         })?;
+        // The endpoint comes first: /healthz answers and /readyz says what
+        // start-up waits for while it waits (NATS, Discord). Returning early
+        // drops it, which stops it.
+        let tasks = Tasks::new();
+        let observed = Arc::new(Observed::new(&config));
+        let http = match config.http.listen {
+            Some(addr) => Some(HttpServer::start(addr, Arc::clone(&observed), &tasks).await?),
+            None => None,
+        };
         let client = match nats::connect(&config.nats, "discord-bridge", &shutdown).await {
             Err(NatsError::Cancelled) => return Ok(None),
             other => other?,
         };
+        observed.set_nats(client.clone());
         let agent_subject = subject::agent_events(&config.nats.subject_prefix);
         let mut shared_floor = None;
         let mut store = None;
         let target = match config.nats.publish {
             PublishMode::JetStream => {
+                observed.set_stage(Stage::Starting(
+                    "preparing the JetStream stream and KV buckets",
+                ));
                 let js = jetstream::ContextBuilder::new()
                     .timeout(config.nats.ack_timeout)
                     .build(client.clone());
@@ -186,6 +210,9 @@ impl Bridge {
             }
         };
 
+        observed.set_stage(Stage::Starting(
+            "asking Discord where to connect (GET /gateway/bot)",
+        ));
         let (gateway_url, recommended, limit) = match &config.discord.gateway_url {
             Some(url) => (url.clone(), 1, SessionStartLimit::default()),
             None => {
@@ -219,7 +246,6 @@ impl Bridge {
             "starting shards"
         );
 
-        let tasks = Tasks::new();
         let reports = Reports::new(&shards, config.nats.publish.as_str());
         let status_stop = CancellationToken::new();
         let status = tasks.spawn(
@@ -250,6 +276,9 @@ impl Bridge {
         );
         let reserve = config.discord.session_start_reserve;
         let mut identify = IdentifyQueue::new(limit).with_reserve(reserve);
+        if config.discord.gateway_url.is_some() {
+            identify = identify.with_unknown_limit();
+        }
         if let Some(shared) = shared_floor {
             identify = identify.with_shared(shared);
         }
@@ -268,6 +297,7 @@ impl Bridge {
             identify = identify.with_starts(starts);
         }
         let identify = Arc::new(identify);
+        observed.set_shards(reports.clone(), &identify, sink.drop_count());
         let ctx = ShardContext {
             config,
             token,
@@ -300,7 +330,8 @@ impl Bridge {
             status_stop,
             vec![sink_task, status, commands],
             coordination,
-        );
+        )
+        .with_endpoint(observed, http);
         // With coordination the lease loop starts the shards it wins; its
         // first round runs now.
         if coordinated {
@@ -310,6 +341,7 @@ impl Bridge {
                 bridge.start_shard_with(shard, None);
             }
         }
+        bridge.running();
         Ok(Some(bridge))
     }
 }

@@ -126,6 +126,13 @@ impl Outbox {
         self.lock().log.events()
     }
 
+    /// Buffered events and their bytes, read together.
+    #[must_use]
+    pub(crate) fn fill(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.log.events(), s.log.bytes())
+    }
+
     /// Whether no event is buffered.
     #[must_use]
     pub(crate) fn is_empty(&self) -> bool {

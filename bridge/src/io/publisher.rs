@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::core_sink::CoreSink;
 use super::outbox::{Entry, Outbox};
+use super::reports::ShardReporter;
 use super::tasks::TaskError;
 use crate::gateway::ShardId;
 use crate::gateway::backoff::Backoff;
@@ -61,11 +62,14 @@ pub(crate) struct PublisherConfig {
     pub max_inflight: usize,
     /// How long a shutdown may spend flushing the outbox.
     pub drain_timeout: Duration,
+    /// Where what was published, dropped or retried is counted.
+    pub reporter: ShardReporter,
 }
 
 /// How one publish ended.
 enum Outcome {
-    Stored,
+    /// Stored (JetStream, with how long the ack took) or sent (core).
+    Stored(Option<Duration>),
     /// Larger than the server accepts: skipped for good.
     TooLarge(String),
     /// A header could not be built: skipped for good.
@@ -197,19 +201,23 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             Some((entry, outcome)) = inflight.next(), if !inflight.is_empty() => match outcome {
-                Outcome::Stored => {
+                Outcome::Stored(ack) => {
                     backoff.reset();
                     outbox.complete_front();
+                    cfg.reporter.published(ack);
                 }
                 Outcome::TooLarge(why) => {
                     outbox.complete_front();
+                    cfg.reporter.too_large();
                     report_too_large(&sink, shard, &entry, &why);
                 }
                 Outcome::BadHeader(e) => {
                     outbox.complete_front();
+                    cfg.reporter.bad_header();
                     tracing::error!(seq = entry.meta.seq, error = %e, "event dropped");
                 }
                 Outcome::Failed(why) => {
+                    cfg.reporter.publish_failed();
                     inflight = FuturesOrdered::new();
                     outbox.rewind();
                     let wait = backoff.next_delay(fastrand::f64());
@@ -254,10 +262,11 @@ async fn send(
             let msg = jetstream::message::PublishMessage::build()
                 .payload(entry.body.clone())
                 .headers(hdrs);
+            let sent = Instant::now();
             match js.send_publish(subject.clone(), msg).await {
                 Ok(ack) => Box::pin(async move {
                     let outcome = match ack.into_future().await {
-                        Ok(_) => Outcome::Stored,
+                        Ok(_) => Outcome::Stored(Some(sent.elapsed())),
                         Err(e) => classify(&e),
                     };
                     (entry, outcome)
@@ -273,7 +282,7 @@ async fn send(
                 .publish_with_headers(subject.clone(), hdrs, entry.body.clone())
                 .await
             {
-                Ok(()) => Outcome::Stored,
+                Ok(()) => Outcome::Stored(None),
                 Err(e) if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
                     Outcome::TooLarge(e.to_string())
                 }

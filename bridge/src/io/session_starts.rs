@@ -70,7 +70,8 @@ pub(crate) struct Refresh {
 /// The session start budget shared by the processes of one bot. (Without
 /// KV, the identify queue counts in the process; see `identify`.)
 pub(crate) struct SessionStarts {
-    /// Used when the shared budget cannot be read.
+    /// The budget as last read or written: used when the shared one cannot
+    /// be read, and reported as the session starts left.
     local: std::sync::Mutex<Budget>,
     shared: SharedBudget,
     reserve: u32,
@@ -121,6 +122,14 @@ impl SessionStarts {
     pub(crate) fn with_refresh(mut self, refresh: Refresh) -> Self {
         self.refresh = Some(refresh);
         self
+    }
+
+    /// Session starts left, as last read or written.
+    pub(crate) fn remaining(&self) -> u32 {
+        self.local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remaining
     }
 
     /// Reports waits on the status subject.
@@ -202,7 +211,15 @@ impl SessionStarts {
                 .update(&shared.key, Bytes::from(value), revision)
                 .await
             {
-                Ok(_) => return take,
+                Ok(_) => {
+                    // The last count seen: the fallback if KV cannot be
+                    // read, and what the metrics report.
+                    *self
+                        .local
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = budget;
+                    return take;
+                }
                 // Another process spent one meanwhile: count again.
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
                 Err(e) => {

@@ -32,7 +32,7 @@ use super::core_sink::CoreSink;
 use super::identify::IdentifyQueue;
 use super::outbox::{Mark, Outbox};
 use super::publisher::EventHeaders;
-use super::status_service::ShardReporter;
+use super::reports::ShardReporter;
 use super::tasks::{TaskError, Tasks};
 use super::ws::{self, ConnectError, Connection};
 use crate::codec::{Compression, Frame};
@@ -282,7 +282,11 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
                             }
                         }
                         PublishKind::Raw(event) => match raw_headers.build(&p) {
-                            Ok(h) => sink.raw(event, h, p.body.into()),
+                            Ok(h) => {
+                                if sink.raw(event, h, p.body.into()) {
+                                    reporter.raw_published();
+                                }
+                            }
                             Err(e) => tracing::error!(error = %e, "raw dispatch not published"),
                         },
                     },
@@ -325,10 +329,8 @@ pub(crate) async fn run(io: ShardIo, cancel: CancellationToken) -> Result<ShardE
         reporter.counters(
             d.machine.stats(),
             d.machine.session().map(|s| s.committed),
-            d.machine
-                .heartbeat_rtt()
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            outbox.len(),
+            d.machine.heartbeat_rtt(),
+            outbox.fill(),
         );
         if let Some(stop) = stop.take() {
             // The close handshakes end on their own within a few seconds;

@@ -33,17 +33,20 @@ use tracing::Instrument as _;
 
 use super::commands::Routes;
 use super::core_sink::CoreSink;
+use super::http::HttpServer;
 use super::identify::IdentifyQueue;
+use super::observe::Observed;
 use super::outbox::Outbox;
 use super::ownership::{self, Checkpoint, Lease, Owner, ShardStore};
 use super::publisher::{self, PublisherConfig, Target};
+use super::reports::{Reports, ShardReporter};
 use super::shard::{self, SessionMark, ShardEnd, ShardIo};
-use super::status_service::Reports;
 use super::tasks::{TaskError, TaskId, Tasks};
 use crate::config::Config;
 use crate::error::RunError;
 use crate::gateway::machine::Resume;
 use crate::gateway::{Machine, ShardId};
+use crate::health::Stage;
 use crate::secret::Secret;
 use crate::tls::DiscordTls;
 
@@ -106,6 +109,9 @@ pub struct Bridge {
     status_stop: CancellationToken,
     services: Vec<JoinHandle<Option<()>>>,
     coord: Option<Coordination>,
+    /// What `/readyz` and `/metrics` read, and the endpoint serving them.
+    observed: Option<Arc<Observed>>,
+    http: Option<HttpServer>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -140,6 +146,27 @@ impl Bridge {
             client,
             status_stop,
             services,
+            observed: None,
+            http: None,
+        }
+    }
+
+    /// Serves `/metrics` and the probes from `observed` (with `http`, when
+    /// `http.listen` is set) until the bridge has stopped.
+    pub(crate) fn with_endpoint(
+        mut self,
+        observed: Arc<Observed>,
+        http: Option<HttpServer>,
+    ) -> Self {
+        self.observed = Some(observed);
+        self.http = http;
+        self
+    }
+
+    /// Start-up is over: readiness now depends on NATS and the shards.
+    pub(crate) fn running(&self) {
+        if let Some(o) = &self.observed {
+            o.set_stage(Stage::Running);
         }
     }
 
@@ -416,6 +443,9 @@ impl Bridge {
 
     /// Stops every shard, then the process-wide tasks, in order.
     async fn stop_all(&mut self) {
+        if let Some(o) = &self.observed {
+            o.set_stage(Stage::Stopping);
+        }
         self.root.cancel();
         let stopping: Vec<_> = self.shards.drain().collect();
         for (shard, running) in stopping {
@@ -429,8 +459,16 @@ impl Bridge {
         for service in self.services.drain(..) {
             let _ = service.await;
         }
-        if let Err(e) = self.client.flush().await {
+        // Flush and close the connection now rather than when the last
+        // handle is dropped: the server sees a clean close, and a server
+        // stopped right after this process (the demo's) is not reported as
+        // a lost connection.
+        if let Err(e) = self.client.drain().await {
             tracing::warn!(error = %e, "final NATS flush failed");
+        }
+        // Last: probes and scrapes see the shutdown until the end.
+        if let Some(http) = self.http.take() {
+            http.stop().await;
         }
         if tokio::time::timeout(STRAGGLERS, self.tasks.wait())
             .await
@@ -441,6 +479,22 @@ impl Bridge {
                 "tasks still running at exit; leaving them"
             );
         }
+    }
+}
+
+/// Marks a shard as run by this process while it lives.
+struct RunningMark(ShardReporter);
+
+impl RunningMark {
+    fn new(reporter: ShardReporter) -> Self {
+        reporter.set_running(true);
+        Self(reporter)
+    }
+}
+
+impl Drop for RunningMark {
+    fn drop(&mut self) {
+        self.0.set_running(false);
     }
 }
 
@@ -473,6 +527,9 @@ async fn run_unit(
         resume,
         handover,
     } = unit;
+    // The shard counts as run here (metrics, readiness) from now until
+    // the unit ends, also when it ends by a panic.
+    let _running = RunningMark::new(ctx.reports.reporter(shard));
     let nats = &ctx.config.nats;
     let outbox = Arc::new(Outbox::new(nats.buffer_events, nats.buffer_bytes));
     let drain = CancellationToken::new();
@@ -487,6 +544,7 @@ async fn run_unit(
                 shard,
                 max_inflight: nats.max_inflight,
                 drain_timeout: DRAIN_TIMEOUT,
+                reporter: ctx.reports.reporter(shard),
             },
             drain.clone(),
         )

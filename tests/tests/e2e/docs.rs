@@ -78,6 +78,80 @@ fn field<'a>(fields: &'a [(String, Yaml)], name: &str) -> Option<&'a Yaml> {
     fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
+/// A bridge service of the compose file serves the operations endpoint on
+/// an address the bridge accepts, exposes that port, publishes it (if at
+/// all) on a host port no other bridge uses, and is health-checked by
+/// `discord-bridge healthcheck` at the path the Dockerfile installs, which
+/// asks that same endpoint.
+fn check_probes(
+    name: &str,
+    fields: &[(String, Yaml)],
+    env: &[(String, Yaml)],
+    host_ports: &mut BTreeSet<String>,
+) {
+    let listen = field(env, "BRIDGE_HTTP_LISTEN")
+        .and_then(Yaml::as_str)
+        .unwrap_or_else(|| panic!("{name} sets BRIDGE_HTTP_LISTEN"));
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: BRIDGE_HTTP_LISTEN {listen}: {e}"));
+    assert!(
+        addr.ip().is_unspecified(),
+        "{name} listens on every interface of its container: {listen}"
+    );
+    let port = addr.port().to_string();
+    let exposed: Vec<String> = field(fields, "expose")
+        .and_then(Yaml::as_vec)
+        .map(|v| {
+            v.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        exposed.contains(&port),
+        "{name} exposes {port}: {exposed:?}"
+    );
+    for mapping in field(fields, "ports")
+        .and_then(Yaml::as_vec)
+        .into_iter()
+        .flatten()
+    {
+        let mapping = mapping.as_str().expect("a port mapping");
+        let (host, container) = mapping
+            .rsplit_once(':')
+            .unwrap_or_else(|| panic!("{name}: {mapping} is HOST:CONTAINER"));
+        assert_eq!(container, port, "{name} publishes its endpoint: {mapping}");
+        assert!(
+            host_ports.insert(host.to_owned()),
+            "{name} publishes host port {host}, which another bridge uses"
+        );
+    }
+    let check = field(fields, "healthcheck").unwrap_or_else(|| panic!("{name} has a healthcheck"));
+    let test: Vec<&str> = check["test"]
+        .as_vec()
+        .unwrap_or_else(|| panic!("{name}: healthcheck.test is a list"))
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(
+        test,
+        ["CMD", "/usr/local/bin/discord-bridge", "healthcheck"],
+        "{name}: the image has no shell or curl; the bridge asks its own /readyz"
+    );
+    let dockerfile = read("Dockerfile");
+    assert!(
+        dockerfile.contains(&format!("COPY --from=build /discord-bridge {}", test[1])),
+        "the healthcheck runs the binary the Dockerfile installs"
+    );
+    // The command reads http.listen from the same environment: it asks
+    // the endpoint the bridge serves.
+    assert_eq!(
+        discord_bridge::healthcheck::readiness_url(Some(addr), None).expect("a URL"),
+        format!("http://127.0.0.1:{port}/readyz")
+    );
+}
+
 #[test]
 fn compose_file_parses_and_sets_only_variables_the_bridge_reads() {
     let docs = YamlLoader::load_from_str(&read("docker-compose.yml")).expect("valid YAML");
@@ -89,6 +163,7 @@ fn compose_file_parses_and_sets_only_variables_the_bridge_reads() {
         .chain(["RUST_LOG", "DISCORD_BRIDGE_CONFIG"])
         .collect();
     let mut bridges = Vec::new();
+    let mut host_ports = BTreeSet::new();
     for (name, service) in services {
         let name = name.as_str().expect("service name");
         let fields = merged(service);
@@ -135,6 +210,7 @@ fn compose_file_parses_and_sets_only_variables_the_bridge_reads() {
             .and_then(Yaml::as_str)
             .expect("DISCORD_SHARDS")
             .to_owned();
+        check_probes(name, &fields, &env, &mut host_ports);
         bridges.push((name.to_owned(), shards, profiles));
     }
     bridges.sort();

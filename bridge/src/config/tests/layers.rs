@@ -36,7 +36,11 @@ fn the_typed_defaults() {
     let Config {
         discord: d,
         nats: n,
+        http,
+        log,
     } = Config::default();
+    assert_eq!(http.listen, None, "no HTTP server unless asked for");
+    assert_eq!(log.format, crate::logging::LogFormat::Text);
     assert_eq!(d.token, None);
     assert_eq!(d.intents, Intents::default());
     assert_eq!(d.api_base, "https://discord.com/api/v10");
@@ -161,6 +165,8 @@ fn sample(key: &str, dir: &Path) -> (String, Vec<(&'static str, String)>) {
         "nats.max_inflight" => ("7".into(), vec![]),
         "nats.ack_timeout_ms" => ("250".into(), vec![]),
         "nats.stall_timeout_secs" => ("5".into(), vec![]),
+        "http.listen" => ("127.0.0.1:9464".into(), vec![]),
+        "log.format" => ("json".into(), vec![]),
         other => panic!("no sample for {other}: add one"),
     }
 }

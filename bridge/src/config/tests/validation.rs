@@ -373,3 +373,45 @@ fn nkey_seeds_must_be_user_seeds() {
         assert!(!errors[0].to_string().contains(seed), "{}", errors[0]);
     }
 }
+
+#[test]
+fn http_listen_takes_ip_and_port_and_says_what_to_write() {
+    let c = env_only(&[("BRIDGE_HTTP_LISTEN", "[::]:9090")])
+        .unwrap()
+        .config;
+    assert_eq!(c.http.listen, Some("[::]:9090".parse().unwrap()));
+    let c = env_only(&[("BRIDGE_HTTP_LISTEN", "127.0.0.1:0")])
+        .unwrap()
+        .config;
+    assert_eq!(c.http.listen.map(|a| a.port()), Some(0));
+    for (bad, hint) in [
+        ("9090", "IP:PORT"),
+        (":9090", "0.0.0.0:9090"),
+        ("localhost:9090", "not a host name"),
+        ("0.0.0.0", "add a port, e.g. 0.0.0.0:9090"),
+        ("127.0.0.1:99999", "IP:PORT"),
+    ] {
+        let errors = errors_of(env_only(&[("BRIDGE_HTTP_LISTEN", bad)]));
+        assert_eq!(keys_of(&errors), ["http.listen"], "{bad}");
+        let text = errors[0].to_string();
+        assert!(
+            text.starts_with("http.listen (BRIDGE_HTTP_LISTEN): "),
+            "{text}"
+        );
+        assert!(text.contains(hint), "{bad}: {text}");
+    }
+}
+
+#[test]
+fn log_format_is_text_or_json_with_a_suggestion() {
+    let c = env_only(&[("BRIDGE_LOG_FORMAT", "JSON")]).unwrap().config;
+    assert_eq!(c.log.format, crate::logging::LogFormat::Json);
+    let errors = errors_of(env_only(&[("BRIDGE_LOG_FORMAT", "jsn")]));
+    assert_eq!(keys_of(&errors), ["log.format"]);
+    let text = errors[0].to_string();
+    assert_eq!(
+        text,
+        "log.format (BRIDGE_LOG_FORMAT): \"jsn\" is not a log format: use text or json \
+         (did you mean json?)"
+    );
+}

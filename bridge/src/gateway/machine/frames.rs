@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use discord_bridge_schemas::ShardState;
 
 use super::{
-    Action, CLOSE_NORMAL, Ended, Machine, OutFrame, Phase, Publish, PublishKind, SendKind, Stage,
-    Step,
+    Action, CLOSE_NORMAL, EndReason, Ended, Machine, OutFrame, Phase, Publish, PublishKind,
+    SendKind, Stage, Step,
 };
 use crate::config::gateway_url::check_gateway_url;
 use crate::gateway::close::Disposition;
@@ -73,7 +73,7 @@ impl Machine {
             op::HELLO => self.hello(now, &p, out),
             op::RECONNECT => {
                 let ended = Ended {
-                    reason: "reconnect_requested",
+                    reason: EndReason::ReconnectRequested,
                     code: Some(super::CLOSE_RESUMABLE),
                     detail: "Discord asked for a reconnect (op 7)".to_owned(),
                 };
@@ -105,7 +105,7 @@ impl Machine {
         let Some(interval) = interval else {
             self.stats.malformed += 1;
             let ended = Ended {
-                reason: "bad_hello",
+                reason: EndReason::BadHello,
                 code: Some(super::CLOSE_RESUMABLE),
                 detail: "HELLO without a usable heartbeat_interval".to_owned(),
             };
@@ -131,6 +131,7 @@ impl Machine {
             );
             ev.last_seq = Some(seq);
             out.push(Action::Status(ev));
+            self.stats.resumes += 1;
             self.send(
                 now,
                 OutFrame {
@@ -155,7 +156,7 @@ impl Machine {
 
     fn invalid_session(&mut self, now: Instant, resumable: bool, out: &mut Vec<Action>) {
         let ended = Ended {
-            reason: "invalid_session",
+            reason: EndReason::InvalidSession,
             code: Some(if resumable {
                 super::CLOSE_RESUMABLE
             } else {
@@ -172,7 +173,7 @@ impl Machine {
         }
         out.push(Action::Close {
             code: CLOSE_NORMAL,
-            reason: ended.reason,
+            reason: ended.reason.as_str(),
         });
         self.connection_ended(now, &ended, Disposition::Reidentify, out);
     }
@@ -288,7 +289,7 @@ impl Machine {
             // published safely, so it is given up for a new one.
             self.stats.malformed += 1;
             let ended = Ended {
-                reason: "bad_ready",
+                reason: EndReason::BadReady,
                 code: Some(CLOSE_NORMAL),
                 detail: format!(
                     "READY carried a session_id that is not a plain token ({:?}); \
@@ -298,7 +299,7 @@ impl Machine {
             };
             out.push(Action::Close {
                 code: CLOSE_NORMAL,
-                reason: ended.reason,
+                reason: ended.reason.as_str(),
             });
             self.connection_ended(now, &ended, Disposition::Reidentify, out);
             return false;

@@ -23,6 +23,7 @@
 //! Discord, presence included, so nothing is re-sent then.
 
 mod frames;
+mod reason;
 mod types;
 
 use std::collections::{HashSet, VecDeque};
@@ -41,6 +42,7 @@ use super::session::Session;
 use super::untrusted;
 use super::url::connect_url;
 
+pub use reason::{EndReason, ReasonCounts};
 pub use types::{
     Action, CommandRefusal, Input, MachineConfig, OutFrame, Publish, PublishKind, Resume, SendKind,
     Stats, Stop,
@@ -169,7 +171,7 @@ impl Stage {
 /// Why a connection ended, for status events and logs.
 #[derive(Debug, Clone)]
 pub(crate) struct Ended {
-    reason: &'static str,
+    reason: EndReason,
     code: Option<u16>,
     detail: String,
 }
@@ -235,7 +237,7 @@ impl Machine {
                         self.resume_connect_failures += 1;
                     }
                     let ended = Ended {
-                        reason: "connect_failed",
+                        reason: EndReason::ConnectFailed,
                         code: None,
                         detail: format!("could not connect: {}", untrusted::printable(&error)),
                     };
@@ -262,7 +264,7 @@ impl Machine {
             Input::StreamCorrupt { error } => {
                 if matches!(self.phase, Phase::Open(_)) {
                     let ended = Ended {
-                        reason: "corrupt_stream",
+                        reason: EndReason::CorruptStream,
                         code: Some(CLOSE_RESUMABLE),
                         detail: format!(
                             "transport stream corrupt, resetting the connection: {error}"
@@ -453,11 +455,11 @@ impl Machine {
                     // handshake: RESUMED may sit unread behind the replay.
                     _ if conn.pressure.is_some() => None,
                     Stage::AwaitingHello { deadline } => {
-                        (now >= *deadline).then_some("hello_timeout")
+                        (now >= *deadline).then_some(EndReason::HelloTimeout)
                     }
                     Stage::Handshake {
                         deadline: Some(d), ..
-                    } => (now >= *d).then_some("handshake_timeout"),
+                    } => (now >= *d).then_some(EndReason::HandshakeTimeout),
                     _ => None,
                 };
                 if let Some(reason) = expired {
@@ -473,7 +475,7 @@ impl Machine {
                     Some(Beat::Send) => self.send_heartbeat(now, out),
                     Some(Beat::Zombie) => {
                         let ended = Ended {
-                            reason: "zombie_connection",
+                            reason: EndReason::ZombieConnection,
                             code: Some(CLOSE_RESUMABLE),
                             detail: "no heartbeat ACK since the last heartbeat: zombie connection"
                                 .to_owned(),
@@ -615,6 +617,7 @@ impl Machine {
         }
         *step = Step::Identifying;
         *deadline = Some(now + self.cfg.handshake_timeout);
+        self.stats.identifies += 1;
         let text = payload::identify(
             self.cfg.token.expose(),
             self.cfg.intents,
@@ -636,7 +639,7 @@ impl Machine {
     fn close_and_reconnect(&mut self, now: Instant, ended: &Ended, out: &mut Vec<Action>) {
         out.push(Action::Close {
             code: CLOSE_RESUMABLE,
-            reason: ended.reason,
+            reason: ended.reason.as_str(),
         });
         self.connection_ended(now, ended, Disposition::Resume, out);
     }
@@ -677,9 +680,9 @@ impl Machine {
         }
         let ended = Ended {
             reason: if code.is_some() {
-                "closed_by_gateway"
+                EndReason::ClosedByGateway
             } else {
-                "connection_lost"
+                EndReason::ConnectionLost
             },
             code,
             detail,
@@ -712,7 +715,7 @@ impl Machine {
         {
             self.resume_failures += 1;
         }
-        self.stats.reconnects += 1;
+        self.stats.reconnects.add(ended.reason);
         match disposition {
             Disposition::Reidentify => self.drop_session(&ended.detail, out),
             _ if self.resume_failures >= self.cfg.max_resume_failures => {
@@ -727,11 +730,11 @@ impl Machine {
             .is_some_and(|s| s.resume_url.is_some());
         // Discord asking for a reconnect is routine; every other cause is
         // worth an operator's attention.
-        if ended.reason == "reconnect_requested" {
+        if ended.reason == EndReason::ReconnectRequested {
             tracing::info!(will_resume, "gateway connection ended: {}", ended.detail);
         } else {
             tracing::warn!(
-                reason = ended.reason,
+                reason = ended.reason.as_str(),
                 code = ?ended.code,
                 will_resume,
                 "gateway connection ended: {}",
@@ -739,7 +742,7 @@ impl Machine {
             );
         }
         let mut ev = self.status(ShardState::Disconnected, ended.detail.clone());
-        ev.reason = Some(ended.reason.to_owned());
+        ev.reason = Some(ended.reason.as_str().to_owned());
         ev.close_code = ended.code;
         ev.will_resume = Some(will_resume);
         out.push(Action::Status(ev));
@@ -834,11 +837,12 @@ impl Machine {
     /// dropped by the shell with the connection; Discord replays it.
     fn close_for_nats(&mut self, now: Instant, p: Pressure, why: &str, out: &mut Vec<Action>) {
         self.unhandle(p.epoch, p.seq);
+        let reason = EndReason::NatsBackpressure;
         out.push(Action::Close {
             code: CLOSE_RESUMABLE,
-            reason: "nats_backpressure",
+            reason: reason.as_str(),
         });
-        self.stats.reconnects += 1;
+        self.stats.reconnects.add(reason);
         self.stats.nats_closes += 1;
         let paused_ms = now.saturating_duration_since(p.since).as_millis();
         let detail = format!(
@@ -846,9 +850,9 @@ impl Machine {
              closing the gateway and resuming once NATS has caught up",
             p.seq
         );
-        tracing::warn!(reason = "nats_backpressure", seq = p.seq, "{detail}");
+        tracing::warn!(reason = reason.as_str(), seq = p.seq, "{detail}");
         let mut ev = self.status(ShardState::Disconnected, detail);
-        ev.reason = Some("nats_backpressure".to_owned());
+        ev.reason = Some(reason.as_str().to_owned());
         ev.close_code = Some(CLOSE_RESUMABLE);
         ev.will_resume = Some(self.session.is_some());
         out.push(Action::Status(ev));

@@ -224,7 +224,13 @@ fn hello_waits_for_the_identify_permit_then_identifies() {
     assert!(out.contains(&Action::RequestIdentify));
     assert_eq!(states(&out), [ShardState::Identifying]);
     assert!(sends(&out).is_empty(), "no IDENTIFY before the permit");
+    assert_eq!(
+        h.m.stats().identifies,
+        0,
+        "counted when sent, not asked for"
+    );
     let out = h.feed(Input::IdentifyPermit);
+    assert_eq!(h.m.stats().identifies, 1);
     let identify = sent_json(&out, SendKind::Identify).expect("IDENTIFY");
     assert_eq!(identify["op"], 2);
     assert_eq!(identify["d"]["token"], TOKEN);
@@ -373,6 +379,11 @@ fn zombie_connection_is_closed_and_resumed() {
         "RESUMED: session resumed"
     );
     assert!(h.m.is_live());
+    // The reason of the status event is the one counted, once.
+    let stats = h.m.stats();
+    assert_eq!(stats.reconnects.get(EndReason::ZombieConnection), 1);
+    assert_eq!(stats.reconnects.total(), 1);
+    assert_eq!((stats.identifies, stats.resumes), (1, 1));
 }
 
 #[test]
@@ -755,6 +766,11 @@ fn full_publisher_with_nats_down_closes_then_resumes_from_the_acked_seq() {
     assert_eq!(close_code(&out), Some(4000));
     let s = status(&out, ShardState::Disconnected);
     assert_eq!(s.reason.as_deref(), Some("nats_backpressure"));
+    assert_eq!(
+        h.m.stats().reconnects.iter().collect::<Vec<_>>()[11],
+        (EndReason::NatsBackpressure, 1)
+    );
+    assert_eq!(h.m.stats().reconnects.total(), 1);
     assert_eq!(
         h.m.next_deadline(),
         None,
@@ -1166,7 +1182,7 @@ fn a_full_buffer_with_nats_up_pauses_reading_and_keeps_heartbeating() {
     assert!(!h.m.is_reading_paused());
     let out = h.dispatch(5, "MESSAGE_CREATE", &message(5, "1"));
     assert_eq!(publishes(&out)[0].seq, 5);
-    assert_eq!(h.m.stats().reconnects, 0);
+    assert_eq!(h.m.stats().reconnects.total(), 0);
     assert_eq!(h.m.stats().nats_closes, 0);
 }
 

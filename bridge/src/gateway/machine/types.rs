@@ -323,7 +323,7 @@ pub enum Action {
     Stop(Stop),
 }
 
-/// Counters for the status endpoint.
+/// Counters for the status endpoint and the metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Agent events handed to the publisher.
@@ -338,8 +338,8 @@ pub struct Stats {
     pub unknown_opcodes: u64,
     /// Replayed dispatches already handled before a RESUME.
     pub replays_skipped: u64,
-    /// Connections lost (all causes).
-    pub reconnects: u64,
+    /// Connections lost, by cause ([`ReasonCounts::total`] for all).
+    pub reconnects: super::ReasonCounts,
     /// Times reading paused because the event buffer was full (TCP
     /// back-pressure on Discord, no reconnect).
     pub read_pauses: u64,
@@ -350,6 +350,10 @@ pub struct Stats {
     pub lost: u64,
     /// READY received.
     pub sessions: u64,
+    /// IDENTIFYs sent: each spends one of the bot's session starts.
+    pub identifies: u64,
+    /// RESUMEs sent.
+    pub resumes: u64,
     /// MESSAGE_CREATE dispatches decoded by the one-pass path (Discord's key
     /// order, `t` before `d`); the rest of them took the general path. Shows
     /// that the hot path is hot: a gateway, proxy or test double that
