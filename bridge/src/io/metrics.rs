@@ -10,9 +10,8 @@
 //! Labels carry only shard ids, fixed words (`kind`, `reason`) and the
 //! version: never a token, a session id, a URL or anything a user wrote.
 //!
-//! Room for more: when gateway commands land, their counter
-//! (`discord_bridge_commands_total{op,result}`) is read here like the
-//! others, from counters its handler owns.
+//! Gateway commands (`discord_bridge_commands_total{op,result}`) are read
+//! here like the rest, from the counters the command listener owns.
 
 use std::fmt;
 
@@ -285,6 +284,15 @@ impl Collector for Scrape {
             Counter,
             total(|s| s.stats.identifies),
         )?;
+        family(
+            e,
+            "discord_bridge_commands",
+            "Gateway commands answered, by op (3, 4, 8, 31, other) and result (ok or the reply's error code)",
+            Counter,
+            r.commands
+                .iter()
+                .map(|(op, result, n)| ([("op", *op), ("result", *result)], int(*n))),
+        )?;
         if let Some(n) = r.session_starts_remaining {
             single(
                 e,
@@ -366,6 +374,7 @@ mod tests {
             ],
             session_starts_remaining: Some(998),
             core_drops: 0,
+            commands: vec![("3", "ok", 5), ("8", "not_owned", 1)],
             buffer_limits: (10_000, 64 << 20),
         }
     }
@@ -400,6 +409,11 @@ mod tests {
                 "4",
             ),
             ("discord_bridge_identifies_total", "2"),
+            ("discord_bridge_commands_total{op=\"3\",result=\"ok\"}", "5"),
+            (
+                "discord_bridge_commands_total{op=\"8\",result=\"not_owned\"}",
+                "1",
+            ),
             ("discord_bridge_session_starts_remaining", "998"),
             ("discord_bridge_nats_connected", "1"),
             (

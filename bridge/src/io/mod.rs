@@ -260,6 +260,8 @@ impl Bridge {
         let (sink, sink_task) =
             CoreSink::spawn(client.clone(), &config.nats.subject_prefix, &tasks);
         let routes = Routes::default();
+        let command_counters = Arc::new(CommandCounters::default());
+        observed.set_commands(Arc::clone(&command_counters));
         let commands = tasks.spawn(
             TaskId::process("gateway commands"),
             commands::serve(
@@ -269,7 +271,7 @@ impl Bridge {
                     total: shards.first().map_or(recommended, |s| s.total),
                     routes: routes.clone(),
                     leases: store.clone(),
-                    counters: Arc::new(CommandCounters::default()),
+                    counters: command_counters,
                 },
                 status_stop.clone(),
             ),

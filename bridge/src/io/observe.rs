@@ -11,6 +11,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
+use super::commands::CommandCounters;
 use super::identify::IdentifyQueue;
 use super::reports::{Reports, ShardMetrics};
 use crate::config::Config;
@@ -22,6 +23,8 @@ pub(crate) struct Observed {
     stage: Mutex<Stage>,
     nats: OnceLock<async_nats::Client>,
     shards: OnceLock<Shards>,
+    /// The gateway command listener's answers, once it runs.
+    commands: OnceLock<Arc<CommandCounters>>,
     /// `nats.buffer_events` and `nats.buffer_bytes`: each shard's limits.
     pub(crate) buffer_limits: (usize, usize),
 }
@@ -44,6 +47,8 @@ pub(crate) struct Reading {
     pub session_starts_remaining: Option<u32>,
     pub core_drops: u64,
     pub buffer_limits: (usize, usize),
+    /// Gateway commands answered: (op, result, count), non-zero only.
+    pub commands: Vec<(&'static str, &'static str, u64)>,
 }
 
 impl Observed {
@@ -53,6 +58,7 @@ impl Observed {
             stage: Mutex::new(Stage::Starting("connecting to NATS")),
             nats: OnceLock::new(),
             shards: OnceLock::new(),
+            commands: OnceLock::new(),
             buffer_limits: (config.nats.buffer_events, config.nats.buffer_bytes),
         }
     }
@@ -65,6 +71,11 @@ impl Observed {
     /// NATS is connected: its client.
     pub(crate) fn set_nats(&self, client: async_nats::Client) {
         let _ = self.nats.set(client);
+    }
+
+    /// The gateway command listener runs: its counters.
+    pub(crate) fn set_commands(&self, counters: Arc<CommandCounters>) {
+        let _ = self.commands.set(counters);
     }
 
     /// The shards are known.
@@ -118,6 +129,11 @@ impl Observed {
                 s.core_drops.load(std::sync::atomic::Ordering::Relaxed)
             }),
             buffer_limits: self.buffer_limits,
+            commands: self
+                .commands
+                .get()
+                .map(|c| c.snapshot())
+                .unwrap_or_default(),
         }
     }
 }
