@@ -25,6 +25,8 @@ mod failpoint;
 pub mod gateway;
 mod io;
 pub mod logging;
+#[cfg(test)]
+mod prop_support;
 pub mod secret;
 pub mod tls;
 
