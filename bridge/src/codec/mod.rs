@@ -170,8 +170,12 @@ impl Decoder {
     /// Fails only if zstd cannot allocate its context.
     pub fn new(compression: Compression, max_payload: usize) -> Result<Self, CodecError> {
         let kind = match compression {
-            Compression::ZlibStream => Kind::Zlib(ZlibStream::new(max_payload, ceiling(max_payload))),
-            Compression::ZstdStream => Kind::Zstd(ZstdStream::new(max_payload, ceiling(max_payload))?),
+            Compression::ZlibStream => {
+                Kind::Zlib(ZlibStream::new(max_payload, ceiling(max_payload)))
+            }
+            Compression::ZstdStream => {
+                Kind::Zstd(ZstdStream::new(max_payload, ceiling(max_payload))?)
+            }
             Compression::None => Kind::Plain,
         };
         Ok(Self { kind, max_payload })

@@ -29,13 +29,17 @@ const fn zlib_min_grow() -> usize {
 
 /// One payload of the stream: JSON, sometimes padded past the cap.
 fn payload() -> impl Strategy<Value = Vec<u8>> {
-    (json(), prop_oneof![4 => Just(0usize), 1 => CAP / 2..CAP * 3]).prop_map(|(v, pad)| {
-        let mut text = serde_json::json!({"op": 0, "d": v}).to_string();
-        if pad > 0 {
-            text = serde_json::json!({"op": 0, "d": "y".repeat(pad), "x": v}).to_string();
-        }
-        text.into_bytes()
-    })
+    (
+        json(),
+        prop_oneof![4 => Just(0usize), 1 => CAP / 2..CAP * 3],
+    )
+        .prop_map(|(v, pad)| {
+            let mut text = serde_json::json!({"op": 0, "d": v}).to_string();
+            if pad > 0 {
+                text = serde_json::json!({"op": 0, "d": "y".repeat(pad), "x": v}).to_string();
+            }
+            text.into_bytes()
+        })
 }
 
 fn expect_frame(frame: Frame<'_>, payload: &[u8]) -> Result<(), TestCaseError> {
@@ -184,7 +188,10 @@ fn a_decompression_bomb_is_dropped_without_being_buffered() {
             let bomb = zstd.encode(&zeros).expect("encode");
             (bomb, zstd.encode(next).expect("encode"))
         };
-        assert!(bomb.len() < SIZE / 100, "{compression}: a bomb compresses well");
+        assert!(
+            bomb.len() < SIZE / 100,
+            "{compression}: a bomb compresses well"
+        );
         let mut decoder = Decoder::new(compression, cap).expect("decoder");
         assert_eq!(
             decoder.binary(&bomb),

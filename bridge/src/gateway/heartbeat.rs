@@ -26,6 +26,12 @@
 
 use std::time::{Duration, Instant};
 
+/// The longest `heartbeat_interval` a HELLO may ask for (Discord's is about
+/// 41 s). A larger one would leave a dead connection undetected for that
+/// long, and one near `u64::MAX` milliseconds would overflow the clock
+/// arithmetic; such a HELLO is refused like one without an interval.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(600);
+
 /// What is due at a heartbeat deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Beat {

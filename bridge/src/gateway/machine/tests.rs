@@ -690,6 +690,28 @@ fn hello_without_interval_reconnects() {
     assert_eq!(close_code(&out), Some(4000));
 }
 
+/// A HELLO asking for an interval beyond the cap (up to `u64::MAX` ms,
+/// which would overflow the clock arithmetic) is refused like one without
+/// an interval; the cap itself is accepted.
+#[test]
+fn hello_with_an_absurd_interval_reconnects() {
+    let max = u64::try_from(crate::gateway::heartbeat::MAX_INTERVAL.as_millis()).unwrap();
+    for interval in [max + 1, u64::MAX / 1000, u64::MAX] {
+        let mut h = H::new();
+        h.feed(Input::Start);
+        h.feed(Input::Opened);
+        let out = h.json(&json!({"op": 10, "d": {"heartbeat_interval": interval}}));
+        assert_eq!(close_code(&out), Some(4000), "{interval}");
+    }
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    let out = h.json(&json!({"op": 10, "d": {"heartbeat_interval": max}}));
+    assert_eq!(close_code(&out), None);
+    assert!(out.iter().any(|a| matches!(a, Action::RequestIdentify)));
+    h.advance(crate::gateway::heartbeat::MAX_INTERVAL);
+}
+
 #[test]
 fn missing_ready_times_out() {
     let mut h = H::new();
