@@ -21,6 +21,11 @@ pub const DEFAULT_FILE: &str = "discord-bridge.toml";
 /// The environment variable that names the configuration file.
 pub const CONFIG_FILE_ENV: &str = "DISCORD_BRIDGE_CONFIG";
 
+/// The largest configuration file read: 1 MiB. Every key at its longest
+/// fits in a fraction of that; more is not a configuration (`--config
+/// /dev/zero` would otherwise be read until memory runs out).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// What to load, and from where; tests pass their own environment lookup.
 pub struct LoadOptions<'a> {
     /// The file named by `--config`; when `None`, `DISCORD_BRIDGE_CONFIG`,
@@ -240,8 +245,18 @@ fn file_error(path: &Path, message: String) -> ConfigError {
 /// which may hold a token.
 fn read_file(chosen: &Chosen, errors: &mut Vec<ConfigError>) -> Option<Table> {
     let path = &chosen.path;
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let text = match read_capped(path) {
+        Ok(Some(text)) => text,
+        Ok(None) => {
+            errors.push(file_error(
+                path,
+                format!(
+                    "is larger than {} KiB; a configuration file is a few KiB of TOML",
+                    MAX_FILE_BYTES / 1024
+                ),
+            ));
+            return None;
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let by = chosen.named_by.unwrap_or("the working directory");
             errors.push(file_error(
@@ -276,6 +291,22 @@ fn read_file(chosen: &Chosen, errors: &mut Vec<ConfigError>) -> Option<Table> {
             None
         }
     }
+}
+
+/// The file's text, or `None` when it is larger than [`MAX_FILE_BYTES`]
+/// (read no further than one byte past the cap, whatever the file is).
+fn read_capped(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Ok(None);
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()))
 }
 
 /// Reports every key of the file that is not in the table: a typo must not

@@ -3,7 +3,7 @@
 //! session machine, and random sequences of every input the machine takes.
 //! Seeded, so a failure reproduces. The property tests beside the modules
 //! (`prop_tests` in `codec`, `gateway::payload`, `gateway::normalize` and
-//! `config`) check the decoders' and the normalizer's results as well.
+//! `config::tests`) check the decoders' and the normalizer's results as well.
 
 use std::time::{Duration, Instant};
 

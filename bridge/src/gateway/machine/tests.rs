@@ -820,25 +820,29 @@ fn unavoidable_loss_is_reported_with_its_range() {
 
 #[test]
 fn unsafe_resume_url_is_not_used() {
-    let mut h = H::new();
-    h.feed(Input::Start);
-    h.feed(Input::Opened);
-    h.hello();
-    h.feed(Input::IdentifyPermit);
-    h.dispatch(
-        1,
-        "READY",
-        &json!({"session_id": "s", "resume_gateway_url": "wss://evil.example.com",
-                "user": {"id": BOT_ID}}),
-    );
-    assert!(h.m.is_live());
-    let out = h.json(&json!({"op": 7}));
-    assert_eq!(
-        status(&out, ShardState::Disconnected).will_resume,
-        Some(false)
-    );
-    let url = connect_url_of(&h.next()).unwrap();
-    assert!(url.starts_with(GATEWAY), "{url}");
+    // Another host, or Discord's host with a URL past the length cap.
+    let long = format!("{RESUME_URL}/{}", "x".repeat(2000));
+    for resume_url in ["wss://evil.example.com", long.as_str()] {
+        let mut h = H::new();
+        h.feed(Input::Start);
+        h.feed(Input::Opened);
+        h.hello();
+        h.feed(Input::IdentifyPermit);
+        h.dispatch(
+            1,
+            "READY",
+            &json!({"session_id": "s", "resume_gateway_url": resume_url,
+                    "user": {"id": BOT_ID}}),
+        );
+        assert!(h.m.is_live());
+        let out = h.json(&json!({"op": 7}));
+        assert_eq!(
+            status(&out, ShardState::Disconnected).will_resume,
+            Some(false)
+        );
+        let url = connect_url_of(&h.next()).unwrap();
+        assert!(url.starts_with(GATEWAY), "{url}");
+    }
 }
 
 #[test]
