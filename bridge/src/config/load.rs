@@ -309,6 +309,28 @@ fn read_capped(path: &Path) -> std::io::Result<Option<String>> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()))
 }
 
+/// A key of the file as it is written in TOML: bare when it can be, quoted
+/// (with escapes) otherwise, so that an empty key or one holding a line
+/// break still reads as one name; cut after 64 characters.
+fn key_text(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let shown = if bare {
+        key.to_owned()
+    } else {
+        // Rust's escapes match TOML's basic strings for what matters here
+        // (quotes, backslashes, control characters); toml's own writer
+        // would pick a multi-line string with the raw line break.
+        format!("{key:?}")
+    };
+    match shown.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &shown[..at]),
+        None => shown,
+    }
+}
+
 /// Reports every key of the file that is not in the table: a typo must not
 /// silently leave a default in force.
 fn check_unknown_keys(path: &Path, table: &Table, errors: &mut Vec<ConfigError>) {
@@ -329,17 +351,17 @@ fn check_unknown_keys(path: &Path, table: &Table, errors: &mut Vec<ConfigError>)
         match value {
             Value::Table(entries) if known_table => {
                 for entry in entries.keys() {
-                    let dotted = format!("{name}.{entry}");
+                    let dotted = format!("{}.{}", key_text(name), key_text(entry));
                     if keys::by_key(&dotted).is_none() {
                         errors.push(unknown(dotted, "unknown key"));
                     }
                 }
             }
             _ if known_table => errors.push(unknown(
-                name.clone(),
+                key_text(name),
                 &format!("`{name}` must be a table (`[{name}]`)"),
             )),
-            _ => errors.push(unknown(name.clone(), "unknown key")),
+            _ => errors.push(unknown(key_text(name), "unknown key")),
         }
     }
 }

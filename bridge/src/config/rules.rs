@@ -51,12 +51,12 @@ pub(super) fn check_nats_url(url: &str) -> Result<(), String> {
 }
 
 /// The longest stream name JetStream accepts.
-pub(super) const MAX_STREAM_NAME: usize = 255;
+pub(crate) const MAX_STREAM_NAME: usize = 255;
 
 /// The longest subject prefix: every subject the bridge uses is built from
 /// it, and NATS bounds a whole protocol line (subject, reply and sizes) at
 /// 4 KiB by default.
-pub(super) const MAX_SUBJECT_PREFIX: usize = 256;
+pub(crate) const MAX_SUBJECT_PREFIX: usize = 256;
 
 /// A JetStream stream name; the server refuses these characters and names
 /// longer than [`MAX_STREAM_NAME`].

@@ -25,10 +25,10 @@ fn kind(value: &Value) -> &'static str {
 /// The longest string value accepted, in bytes: URLs, paths, names and
 /// secrets are all far shorter, and a value is quoted in errors and
 /// `check-config`.
-pub(super) const MAX_STRING_BYTES: usize = 4096;
+pub(crate) const MAX_STRING_BYTES: usize = 4096;
 
 /// The most entries a list value may have (URLs, intents, dispatch types).
-pub(super) const MAX_LIST_ENTRIES: usize = 256;
+pub(crate) const MAX_LIST_ENTRIES: usize = 256;
 
 /// Refuses values too large to be a setting, before any conversion, and
 /// without quoting them (the value may be a secret).

@@ -12,13 +12,13 @@
 //! fit is a protocol violation handled by the caller.
 
 /// The longest session id accepted (Discord's are 32 hex digits).
-const MAX_SESSION_ID: usize = 128;
+pub(crate) const MAX_SESSION_ID: usize = 128;
 /// The longest event name accepted (Discord's longest is under 50).
-const MAX_EVENT_NAME: usize = 64;
+pub(crate) const MAX_EVENT_NAME: usize = 64;
 /// A snowflake is a 64-bit integer: at most 20 decimal digits.
-const MAX_SNOWFLAKE: usize = 20;
+pub(crate) const MAX_SNOWFLAKE: usize = 20;
 /// Peer-supplied text in logs is cut to this many characters.
-const MAX_LOGGED: usize = 256;
+pub(crate) const MAX_LOGGED: usize = 256;
 /// The deepest nesting of arrays and objects in a JSON document the bridge
 /// publishes. serde_json refuses documents nested 128 levels deep; half of
 /// that leaves room for consumers that wrap an event in envelopes of their

@@ -258,6 +258,10 @@ fn absurd_values_exit_2_naming_the_key() {
     if Path::new("/dev/zero").exists() {
         let out = bridge(dir.path(), &["check-config", "--config", "/dev/zero"], &[]);
         assert_eq!(out.code, Some(2), "{}", out.all());
-        assert!(out.stderr.contains("larger than 1024 KiB"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("larger than 1024 KiB"),
+            "{}",
+            out.stderr
+        );
     }
 }

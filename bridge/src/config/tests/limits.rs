@@ -3,9 +3,16 @@
 //! an allocation failure, an overflow or a hang.
 
 use super::super::build::{MAX_FRAME_BYTES, bounds};
+use super::super::gateway_url::MAX_GATEWAY_URL;
+use super::super::rules::{MAX_STREAM_NAME, MAX_SUBJECT_PREFIX};
 use super::super::value::{MAX_LIST_ENTRIES, MAX_STRING_BYTES};
 use super::*;
+use crate::codec::MIN_CEILING;
+use crate::gateway::heartbeat::MAX_INTERVAL;
 use crate::gateway::shard::MAX_SHARDS;
+use crate::gateway::untrusted::{
+    MAX_EVENT_NAME, MAX_JSON_DEPTH, MAX_LOGGED, MAX_SESSION_ID, MAX_SNOWFLAKE,
+};
 
 /// Each numeric key with the largest value it accepts.
 const NUMERIC: &[(&str, &str, u64)] = &[
@@ -205,4 +212,98 @@ fn an_oversized_configuration_file_is_refused_without_reading_it_all() {
         let errors = errors_of(try_load(&[], Some(zero), dir.path(), false));
         assert_eq!(keys_of(&errors), ["--config"]);
     }
+}
+
+/// The README's "Input limits" table quotes the limits in this crate; a
+/// limit changed here without the table fails this test.
+#[test]
+fn the_readme_input_limits_table_quotes_the_code() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("### Input limits")
+        .expect("an Input limits section");
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n#").map_or(section.len(), |i| i + 4)];
+    let row = |label: &str| -> &str {
+        section
+            .lines()
+            .find(|l| l.starts_with("| ") && l.contains(label))
+            .unwrap_or_else(|| panic!("no row for {label:?} in the Input limits table"))
+    };
+    let mib = |n: usize| format!("{} MiB", n >> 20);
+    let checks: Vec<(&str, String)> = vec![
+        ("decompression bomb", mib(MIN_CEILING)),
+        ("JSON nesting", format!("{MAX_JSON_DEPTH} levels")),
+        (
+            "ids of a relayed event",
+            format!("1 to {MAX_SNOWFLAKE} decimal digits"),
+        ),
+        ("event name", format!("{MAX_EVENT_NAME} bytes")),
+        ("`session_id`", format!("{MAX_SESSION_ID} bytes")),
+        ("gateway URL (", format!("{MAX_GATEWAY_URL} bytes")),
+        (
+            "heartbeat_interval",
+            format!("{} minutes", MAX_INTERVAL.as_secs() / 60),
+        ),
+        ("peer text in logs", format!("{MAX_LOGGED} characters")),
+        (
+            "configuration file",
+            format!("{} MiB", MAX_FILE_BYTES >> 20),
+        ),
+        (
+            "any configuration string",
+            format!("{MAX_STRING_BYTES} bytes"),
+        ),
+        (
+            "any configuration string",
+            format!("subject prefix {MAX_SUBJECT_PREFIX}"),
+        ),
+        (
+            "any configuration string",
+            format!("stream name {MAX_STREAM_NAME}"),
+        ),
+        ("configuration lists", format!("{MAX_LIST_ENTRIES} entries")),
+        ("shard total", MAX_SHARDS.to_string()),
+        (
+            "`GET /gateway/bot` answer",
+            format!("at most {MAX_SHARDS} shards"),
+        ),
+        (
+            "numeric settings",
+            format!("`discord.max_frame_bytes` ≤ {} GiB", MAX_FRAME_BYTES >> 30),
+        ),
+    ];
+    for (label, text) in &checks {
+        assert!(
+            row(label).contains(text.as_str()),
+            "the {label:?} row should say {text:?}"
+        );
+    }
+    let numeric = row("numeric settings");
+    for &(key, _, max) in NUMERIC {
+        if key == "discord.max_frame_bytes" || key == "nats.stream_replicas" {
+            continue;
+        }
+        // Some mention of the key is followed by its bound within the same
+        // `;`-separated entry.
+        let quoted = numeric.match_indices(&format!("`{key}`")).any(|(at, _)| {
+            let entry = numeric[at..].split("; ").next().unwrap_or_default();
+            entry.contains(&format!("≤ {max}"))
+        });
+        assert!(quoted, "{key} should be quoted with its bound {max}");
+    }
+}
+
+/// Unknown keys are named as TOML writes them: an empty key or one with a
+/// line break stays one readable name (found by the config fuzz target).
+#[test]
+fn odd_unknown_keys_are_named_quoted() {
+    let dir = empty_dir();
+    let path = dir.path().join("odd.toml");
+    std::fs::write(&path, "\"\" = 6\n\"a\\nb\" = 1\n[nats]\n\"\" = 2\n").unwrap();
+    let errors = errors_of(try_load(&[], Some(path), dir.path(), false));
+    let mut keys = keys_of(&errors);
+    keys.sort_unstable();
+    assert_eq!(keys, ["\"\"", "\"a\\nb\"", "nats.\"\""]);
 }
