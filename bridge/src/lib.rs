@@ -29,6 +29,8 @@ pub mod health;
 pub mod healthcheck;
 mod io;
 pub mod logging;
+#[cfg(test)]
+mod prop_support;
 pub mod secret;
 pub mod tls;
 

@@ -105,11 +105,36 @@ pub enum CodecError {
         /// The limit.
         max: usize,
     },
+    /// One message inflated past the ceiling (see [`ceiling`]): a
+    /// decompression bomb, not a payload.
+    #[error("a message inflated past {ceiling} bytes; treating it as a decompression bomb")]
+    Bomb {
+        /// The ceiling.
+        ceiling: usize,
+    },
 }
 
 /// Output buffers above this are shrunk back after use, so that one huge
 /// GUILD_CREATE does not pin its memory for the rest of the connection.
 const RETAIN_BYTES: usize = 1 << 20;
+
+/// The smallest decompression ceiling, whatever the payload cap.
+pub const MIN_CEILING: usize = 256 << 20;
+
+/// How much one message may inflate to before the stream is given up:
+/// 8 × the payload cap, at least [`MIN_CEILING`].
+///
+/// A payload above the cap is still inflated (and its bytes thrown away as
+/// they come, so memory stays at the cap) because the stream's context must
+/// see every byte to stay in sync. Past the ceiling that costs more CPU than
+/// any real payload could need — deflate expands up to about 1000:1, so one
+/// 64 MiB message could otherwise keep a core busy inflating 64 GB — and the
+/// connection is reset instead ([`CodecError::Bomb`]).
+#[must_use]
+pub const fn ceiling(max_payload: usize) -> usize {
+    let c = max_payload.saturating_mul(8);
+    if c < MIN_CEILING { MIN_CEILING } else { c }
+}
 
 /// The decoder of one connection.
 pub struct Decoder {
@@ -145,8 +170,12 @@ impl Decoder {
     /// Fails only if zstd cannot allocate its context.
     pub fn new(compression: Compression, max_payload: usize) -> Result<Self, CodecError> {
         let kind = match compression {
-            Compression::ZlibStream => Kind::Zlib(ZlibStream::new(max_payload)),
-            Compression::ZstdStream => Kind::Zstd(ZstdStream::new(max_payload)?),
+            Compression::ZlibStream => {
+                Kind::Zlib(ZlibStream::new(max_payload, ceiling(max_payload)))
+            }
+            Compression::ZstdStream => {
+                Kind::Zstd(ZstdStream::new(max_payload, ceiling(max_payload))?)
+            }
             Compression::None => Kind::Plain,
         };
         Ok(Self { kind, max_payload })
@@ -162,6 +191,17 @@ impl Decoder {
             Kind::Zlib(z) => z.push(message),
             Kind::Zstd(z) => z.push(message).map(Some),
             Kind::Plain => Ok(Some(plain(message, self.max_payload))),
+        }
+    }
+
+    /// Bytes held by the decoder's buffers (their capacity), for the tests
+    /// that check a bomb is not buffered.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        match &self.kind {
+            Kind::Zlib(z) => z.buffered(),
+            Kind::Zstd(z) => z.buffered(),
+            Kind::Plain => 0,
         }
     }
 
@@ -185,6 +225,8 @@ pub fn plain(message: &[u8], max_payload: usize) -> Frame<'_> {
     }
 }
 
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,18 +18,28 @@ pub struct ZlibStream {
     pending: Vec<u8>,
     out: Vec<u8>,
     max_payload: usize,
+    /// One message inflating past this is refused (see [`super::ceiling`]).
+    ceiling: usize,
 }
 
 impl ZlibStream {
-    /// A new context; payloads above `max_payload` bytes are discarded.
+    /// A new context; payloads above `max_payload` bytes are discarded, and
+    /// a message inflating past `ceiling` bytes is an error.
     #[must_use]
-    pub fn new(max_payload: usize) -> Self {
+    pub fn new(max_payload: usize, ceiling: usize) -> Self {
         Self {
             inflate: Decompress::new(true),
             pending: Vec::new(),
             out: Vec::with_capacity(MIN_GROW),
             max_payload,
+            ceiling: ceiling.max(max_payload),
         }
+    }
+
+    /// Capacity of the buffers, for the memory-bound tests.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.out.capacity() + self.pending.capacity()
     }
 
     /// Feeds one WebSocket message.
@@ -56,7 +66,11 @@ impl ZlibStream {
             }
             &self.pending
         };
-        let size = inflate_into(&mut self.inflate, input, &mut self.out, self.max_payload);
+        let limits = Limits {
+            max: self.max_payload,
+            ceiling: self.ceiling,
+        };
+        let size = inflate_into(&mut self.inflate, input, &mut self.out, limits);
         self.pending.clear();
         if self.pending.capacity() > RETAIN_BYTES {
             self.pending = Vec::new();
@@ -70,14 +84,22 @@ impl ZlibStream {
     }
 }
 
+/// The payload cap and the decompression ceiling of one stream.
+#[derive(Clone, Copy)]
+struct Limits {
+    max: usize,
+    ceiling: usize,
+}
+
 /// Inflates all of `input` into `out` and returns the decompressed size.
 /// Past `max` bytes, output keeps being produced (the context must consume
-/// every byte) but is thrown away, so memory stays bounded.
+/// every byte) but is thrown away, so memory stays bounded; past `ceiling`
+/// the message is refused.
 fn inflate_into(
     inflate: &mut Decompress,
     input: &[u8],
     out: &mut Vec<u8>,
-    max: usize,
+    Limits { max, ceiling }: Limits,
 ) -> Result<usize, CodecError> {
     out.clear();
     let mut consumed = 0;
@@ -87,6 +109,9 @@ fn inflate_into(
             if out.len() > max {
                 discarded = discarded.saturating_add(out.len());
                 out.clear();
+                if discarded > ceiling {
+                    return Err(CodecError::Bomb { ceiling });
+                }
             } else {
                 let room = out
                     .len()
@@ -131,12 +156,18 @@ mod tests {
     use super::*;
     use discord_gateway_sim::compress::ZlibEncoder;
 
+    impl ZlibStream {
+        fn new_capped(max_payload: usize) -> Self {
+            Self::new(max_payload, super::super::ceiling(max_payload))
+        }
+    }
+
     #[test]
     fn payload_split_over_messages() {
         let mut enc = ZlibEncoder::new();
         let bytes = enc.encode(br#"{"op":10,"d":{"heartbeat_interval":41250}}"#);
         let (a, b) = bytes.split_at(bytes.len() / 2);
-        let mut z = ZlibStream::new(1 << 20);
+        let mut z = ZlibStream::new_capped(1 << 20);
         assert_eq!(z.push(a), Ok(None));
         assert_eq!(
             z.push(b),
@@ -150,7 +181,7 @@ mod tests {
     fn oversized_payload_is_dropped_and_the_stream_stays_in_sync() {
         let mut enc = ZlibEncoder::new();
         let big = format!(r#"{{"op":0,"d":"{}"}}"#, "x".repeat(200_000));
-        let mut z = ZlibStream::new(50_000);
+        let mut z = ZlibStream::new_capped(50_000);
         let first = enc.encode(big.as_bytes());
         assert_eq!(
             z.push(&first),
@@ -165,14 +196,14 @@ mod tests {
 
     #[test]
     fn corrupt_stream_is_an_error() {
-        let mut z = ZlibStream::new(1 << 20);
+        let mut z = ZlibStream::new_capped(1 << 20);
         let err = z.push(b"this is not zlib\x00\x00\xff\xff").unwrap_err();
         assert!(matches!(err, CodecError::Zlib(_)), "{err:?}");
     }
 
     #[test]
     fn endless_payload_is_an_error() {
-        let mut z = ZlibStream::new(16);
+        let mut z = ZlibStream::new_capped(16);
         assert_eq!(z.push(&[1; 10]), Ok(None));
         assert!(matches!(
             z.push(&[1; 2000]),
@@ -184,7 +215,7 @@ mod tests {
     fn large_payloads_grow_the_buffer_and_it_shrinks_back() {
         let mut enc = ZlibEncoder::new();
         let big = format!(r#"{{"d":"{}"}}"#, "y".repeat(3 << 20));
-        let mut z = ZlibStream::new(8 << 20);
+        let mut z = ZlibStream::new_capped(8 << 20);
         let bytes = enc.encode(big.as_bytes());
         assert_eq!(z.push(&bytes), Ok(Some(Frame::Payload(big.as_bytes()))));
         let small = enc.encode(b"{}");

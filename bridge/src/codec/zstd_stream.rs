@@ -12,20 +12,30 @@ pub struct ZstdStream {
     decoder: RawDecoder<'static>,
     out: Vec<u8>,
     max_payload: usize,
+    /// One message inflating past this is refused (see [`super::ceiling`]).
+    ceiling: usize,
 }
 
 impl ZstdStream {
-    /// A new context; payloads above `max_payload` bytes are discarded.
+    /// A new context; payloads above `max_payload` bytes are discarded, and
+    /// a message inflating past `ceiling` bytes is an error.
     ///
     /// # Errors
     /// zstd could not allocate a context.
-    pub fn new(max_payload: usize) -> Result<Self, CodecError> {
+    pub fn new(max_payload: usize, ceiling: usize) -> Result<Self, CodecError> {
         let decoder = RawDecoder::new().map_err(|e| CodecError::Zstd(e.to_string()))?;
         Ok(Self {
             decoder,
             out: Vec::with_capacity(MIN_GROW),
             max_payload,
+            ceiling: ceiling.max(max_payload),
         })
+    }
+
+    /// Capacity of the output buffer, for the memory-bound tests.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.out.capacity()
     }
 
     /// Feeds one WebSocket message.
@@ -44,6 +54,11 @@ impl ZstdStream {
                 if self.out.len() > self.max_payload {
                     discarded = discarded.saturating_add(self.out.len());
                     self.out.clear();
+                    if discarded > self.ceiling {
+                        return Err(CodecError::Bomb {
+                            ceiling: self.ceiling,
+                        });
+                    }
                 } else {
                     let room = self
                         .out
@@ -80,7 +95,7 @@ mod tests {
     #[test]
     fn each_message_is_one_payload() {
         let mut enc = ZstdEncoder::new().unwrap();
-        let mut z = ZstdStream::new(1 << 20).unwrap();
+        let mut z = ZstdStream::new(1 << 20, 1 << 30).unwrap();
         for payload in [
             &br#"{"op":10}"#[..],
             br#"{"op":11}"#,
@@ -94,7 +109,7 @@ mod tests {
     #[test]
     fn oversized_payload_is_dropped_and_the_stream_stays_in_sync() {
         let mut enc = ZstdEncoder::new().unwrap();
-        let mut z = ZstdStream::new(10_000).unwrap();
+        let mut z = ZstdStream::new(10_000, 1 << 30).unwrap();
         let big = "z".repeat(300_000);
         let bytes = enc.encode(big.as_bytes()).unwrap();
         assert_eq!(z.push(&bytes), Ok(Frame::Oversized { size: big.len() }));
@@ -104,7 +119,7 @@ mod tests {
 
     #[test]
     fn corrupt_stream_is_an_error() {
-        let mut z = ZstdStream::new(1 << 20).unwrap();
+        let mut z = ZstdStream::new(1 << 20, 1 << 30).unwrap();
         assert!(matches!(
             z.push(b"definitely not zstd"),
             Err(CodecError::Zstd(_))

@@ -20,7 +20,8 @@ use super::keys;
 use super::load::{Setting, Source};
 use super::render::redact_url;
 use super::rules::{
-    check_event_name, check_nats_url, check_stream_name, check_token, check_user_seed,
+    MAX_SUBJECT_PREFIX, check_event_name, check_nats_url, check_stream_name, check_token,
+    check_user_seed,
 };
 use super::value;
 use super::{
@@ -34,9 +35,41 @@ use crate::secret::Secret;
 /// guild already needs tens of KiB.
 pub(super) const MIN_FRAME_BYTES: u64 = 64 * 1024;
 
+/// Largest accepted `discord.max_frame_bytes`: 1 GiB. The WebSocket layer
+/// lets messages of 4 × the cap through, and a decompression context may
+/// inflate 8 × the cap per message (`codec::ceiling`); past this that is
+/// more memory and CPU than one payload can be worth.
+pub(super) const MAX_FRAME_BYTES: u64 = 1 << 30;
+
 /// Smallest accepted duplicate window: Discord replays at most what it holds
 /// for a RESUME, and JetStream must recognise those replays.
 pub(super) const MIN_DUPLICATE_WINDOW_SECS: u64 = 120;
+
+/// Upper bounds of the other numeric keys. Durations end up added to clock
+/// readings (`Instant + Duration` panics on overflow) or sent to NATS as
+/// nanoseconds in an `i64`; counts and sizes bound memory. Each bound is far
+/// beyond any sensible setting, so only a typo or a unit mistake meets it.
+pub(super) mod bounds {
+    /// One hour, in milliseconds: backoff steps and the JetStream ack timeout.
+    pub(crate) const HOUR_MS: u64 = 3_600_000;
+    /// One hour, in seconds: the shard lease.
+    pub(crate) const HOUR_SECS: u64 = 3_600;
+    /// One day, in seconds: the duplicate window and the stall timeout.
+    pub(crate) const DAY_SECS: u64 = 86_400;
+    /// Ten years, in seconds: the stream's max age.
+    pub(crate) const TEN_YEARS_SECS: u64 = 315_360_000;
+    /// The stream's max bytes: what JetStream's signed 64-bit field holds.
+    pub(crate) const STREAM_BYTES: u64 = i64::MAX as u64;
+    /// Events buffered per shard.
+    pub(crate) const BUFFER_EVENTS: u64 = 10_000_000;
+    /// Bytes buffered per shard: 64 GiB.
+    pub(crate) const BUFFER_BYTES: u64 = 64 << 30;
+    /// Unacknowledged JetStream publishes per shard.
+    pub(crate) const MAX_INFLIGHT: u64 = 65_536;
+    /// Session starts kept in reserve (Discord grants at most a few
+    /// thousand a day, even to the largest bots).
+    pub(crate) const SESSION_START_RESERVE: u64 = 1_000_000;
+}
 
 pub(super) struct Builder<'a> {
     settings: &'a [Setting],
@@ -121,7 +154,7 @@ impl<'a> Builder<'a> {
     /// (then the error is recorded).
     fn get<T>(&mut self, key: &str, parse: impl FnOnce(&Value) -> Result<T, String>) -> Option<T> {
         let value = self.setting(key)?.value.as_ref()?;
-        match parse(value) {
+        match value::check_size(value).and_then(|()| parse(value)) {
             Ok(v) => Some(v),
             Err(message) => {
                 self.error(key, message);
@@ -146,17 +179,29 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn number(&mut self, key: &str, min: u64, why: &str) -> Option<u64> {
+    /// A whole number in `min..=max`; `why` says what to use instead when
+    /// the value is too small, and the bound is quoted when it is too large.
+    fn number(&mut self, key: &str, (min, max): (u64, u64), why: &str) -> Option<u64> {
         let n = self.required(key, value::unsigned)?;
         if n < min {
             self.error(key, format!("{n} is too small: {why}"));
             return None;
         }
+        if n > max {
+            self.error(
+                key,
+                format!(
+                    "{n} is too large: use at most {max} (the default is {})",
+                    default_of(key)
+                ),
+            );
+            return None;
+        }
         Some(n)
     }
 
-    fn size(&mut self, key: &str, min: u64, why: &str) -> Option<usize> {
-        let n = self.number(key, min, why)?;
+    fn size(&mut self, key: &str, range: (u64, u64), why: &str) -> Option<usize> {
+        let n = self.number(key, range, why)?;
         usize::try_from(n).map_or_else(
             |_| {
                 self.error(key, format!("{n} is too large for this machine"));
@@ -268,7 +313,7 @@ impl<'a> Builder<'a> {
         });
         let max_frame_bytes = self.size(
             "discord.max_frame_bytes",
-            MIN_FRAME_BYTES,
+            (MIN_FRAME_BYTES, MAX_FRAME_BYTES),
             &format!(
                 "use at least {MIN_FRAME_BYTES} ({} KiB); Discord's payloads routinely exceed smaller caps",
                 MIN_FRAME_BYTES / 1024
@@ -276,7 +321,7 @@ impl<'a> Builder<'a> {
         );
         let base = self.number(
             "discord.backoff_base_ms",
-            1,
+            (1, bounds::HOUR_MS),
             &format!(
                 "use at least 1 ms (the default is {})",
                 default_of("discord.backoff_base_ms")
@@ -284,7 +329,7 @@ impl<'a> Builder<'a> {
         );
         let max = self.number(
             "discord.backoff_max_ms",
-            1,
+            (1, bounds::HOUR_MS),
             &format!(
                 "use at least 1 ms (the default is {})",
                 default_of("discord.backoff_max_ms")
@@ -306,20 +351,17 @@ impl<'a> Builder<'a> {
         let shard_lease = self
             .number(
                 "discord.shard_lease_secs",
-                2,
+                (2, bounds::HOUR_SECS),
                 "use at least 2 (a lease is renewed three times per period)",
             )
             .map(Duration::from_secs);
-        let reserve = self.number("discord.session_start_reserve", 0, "");
-        let session_start_reserve = reserve.and_then(|n| {
-            u32::try_from(n).map_or_else(
-                |_| {
-                    self.error("discord.session_start_reserve", format!("{n} is too large"));
-                    None
-                },
-                Some,
-            )
-        });
+        let reserve = self.number(
+            "discord.session_start_reserve",
+            (0, bounds::SESSION_START_RESERVE),
+            "",
+        );
+        // Within u32 by the bound above.
+        let session_start_reserve = reserve.and_then(|n| u32::try_from(n).ok());
         Some(DiscordConfig {
             token,
             intents: intents?,
@@ -440,6 +482,12 @@ impl<'a> Builder<'a> {
         }
         let subject_prefix = self.required("nats.subject_prefix", |v| {
             let p = value::string(v)?;
+            if p.len() > MAX_SUBJECT_PREFIX {
+                return Err(format!(
+                    "is {} bytes long; a subject prefix may have at most {MAX_SUBJECT_PREFIX}",
+                    p.len()
+                ));
+            }
             discord_bridge_schemas::subject::validate_prefix(&p)
                 .map(|()| p)
                 .map_err(|e| {
@@ -474,7 +522,7 @@ impl<'a> Builder<'a> {
         let duplicate_window = self
             .number(
                 "nats.duplicate_window_secs",
-                MIN_DUPLICATE_WINDOW_SECS,
+                (MIN_DUPLICATE_WINDOW_SECS, bounds::DAY_SECS),
                 &format!(
                     "use at least {MIN_DUPLICATE_WINDOW_SECS} s so JetStream recognises Discord's replays after a RESUME"
                 ),
@@ -482,13 +530,28 @@ impl<'a> Builder<'a> {
             .map(Duration::from_secs);
         // 0 means "no limit" for both.
         let stream_max_age = self
-            .required("nats.stream_max_age_secs", value::unsigned)
+            .number("nats.stream_max_age_secs", (0, bounds::TEN_YEARS_SECS), "")
             .map(|age| (age > 0).then(|| Duration::from_secs(age)));
         let stream_max_bytes = self
-            .required("nats.stream_max_bytes", value::unsigned)
+            .number("nats.stream_max_bytes", (0, bounds::STREAM_BYTES), "")
             .map(|bytes| (bytes > 0).then_some(bytes));
+        // JetStream refuses a stream whose duplicate window is longer than
+        // its max age.
+        if let (Some(window), Some(Some(age))) = (duplicate_window, stream_max_age)
+            && window > age
+        {
+            self.error(
+                "nats.duplicate_window_secs",
+                format!(
+                    "{} s is longer than nats.stream_max_age_secs ({} s); JetStream refuses such a stream: \
+                     shorten the window or keep events longer",
+                    window.as_secs(),
+                    age.as_secs()
+                ),
+            );
+        }
         let positive = "use at least 1";
-        let stream_replicas = self.size("nats.stream_replicas", 1, "use 1, 3 or 5");
+        let stream_replicas = self.size("nats.stream_replicas", (1, 5), "use 1, 3 or 5");
         let stream_replicas = stream_replicas.and_then(|r| {
             if matches!(r, 1 | 3 | 5) {
                 Some(r)
@@ -500,13 +563,13 @@ impl<'a> Builder<'a> {
                 None
             }
         });
-        let buffer_events = self.size("nats.buffer_events", 1, positive);
-        let buffer_bytes = self.size("nats.buffer_bytes", 1, positive);
-        let max_inflight = self.size("nats.max_inflight", 1, positive);
+        let buffer_events = self.size("nats.buffer_events", (1, bounds::BUFFER_EVENTS), positive);
+        let buffer_bytes = self.size("nats.buffer_bytes", (1, bounds::BUFFER_BYTES), positive);
+        let max_inflight = self.size("nats.max_inflight", (1, bounds::MAX_INFLIGHT), positive);
         let ack_timeout = self
             .number(
                 "nats.ack_timeout_ms",
-                1,
+                (1, bounds::HOUR_MS),
                 &format!(
                     "use at least 1 ms (the default is {})",
                     default_of("nats.ack_timeout_ms")
@@ -514,7 +577,11 @@ impl<'a> Builder<'a> {
             )
             .map(Duration::from_millis);
         let stall_timeout = self
-            .number("nats.stall_timeout_secs", 1, "use at least 1 s")
+            .number(
+                "nats.stall_timeout_secs",
+                (1, bounds::DAY_SECS),
+                "use at least 1 s",
+            )
             .map(Duration::from_secs);
         Some(NatsConfig {
             urls: urls?,

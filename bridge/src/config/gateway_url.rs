@@ -12,6 +12,11 @@
 /// The domain whose subdomains serve Discord's gateway.
 const DISCORD_GATEWAY_DOMAIN: &str = "discord.gg";
 
+/// The longest gateway URL accepted, in bytes. Discord's are about 40; a
+/// `resume_gateway_url` is kept for the session, written to the KV
+/// checkpoint and shown in status events, so its length is bounded too.
+pub const MAX_GATEWAY_URL: usize = 1024;
+
 /// Checks that `url` is a gateway URL the bridge may send the bot token to.
 ///
 /// Without `allow_insecure` the URL must be `wss://` and its host `discord.gg`
@@ -21,6 +26,12 @@ const DISCORD_GATEWAY_DOMAIN: &str = "discord.gg";
 /// # Errors
 /// A sentence saying which rule the URL breaks, without repeating the URL.
 pub fn check_gateway_url(url: &str, allow_insecure: bool) -> Result<(), String> {
+    if url.len() > MAX_GATEWAY_URL {
+        return Err(format!(
+            "is {} bytes long; a gateway URL has at most {MAX_GATEWAY_URL}",
+            url.len()
+        ));
+    }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("must not contain whitespace or control characters".to_owned());
     }
@@ -130,6 +141,21 @@ mod tests {
             "wss://gateway.discord.gg.",
         ] {
             assert_eq!(check_gateway_url(url, false), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn urls_longer_than_the_cap_are_refused() {
+        let at_cap = format!(
+            "wss://gateway.discord.gg/{}",
+            "a".repeat(MAX_GATEWAY_URL - 25)
+        );
+        assert_eq!(at_cap.len(), MAX_GATEWAY_URL);
+        assert_eq!(check_gateway_url(&at_cap, false), Ok(()));
+        let long = format!("{at_cap}a");
+        for insecure in [false, true] {
+            let err = check_gateway_url(&long, insecure).unwrap_err();
+            assert!(err.contains("1025 bytes"), "{err}");
         }
     }
 

@@ -21,6 +21,11 @@ pub const DEFAULT_FILE: &str = "discord-bridge.toml";
 /// The environment variable that names the configuration file.
 pub const CONFIG_FILE_ENV: &str = "DISCORD_BRIDGE_CONFIG";
 
+/// The largest configuration file read: 1 MiB. Every key at its longest
+/// fits in a fraction of that; more is not a configuration (`--config
+/// /dev/zero` would otherwise be read until memory runs out).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// What to load, and from where; tests pass their own environment lookup.
 pub struct LoadOptions<'a> {
     /// The file named by `--config`; when `None`, `DISCORD_BRIDGE_CONFIG`,
@@ -240,8 +245,18 @@ fn file_error(path: &Path, message: String) -> ConfigError {
 /// which may hold a token.
 fn read_file(chosen: &Chosen, errors: &mut Vec<ConfigError>) -> Option<Table> {
     let path = &chosen.path;
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let text = match read_capped(path) {
+        Ok(Some(text)) => text,
+        Ok(None) => {
+            errors.push(file_error(
+                path,
+                format!(
+                    "is larger than {} KiB; a configuration file is a few KiB of TOML",
+                    MAX_FILE_BYTES / 1024
+                ),
+            ));
+            return None;
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let by = chosen.named_by.unwrap_or("the working directory");
             errors.push(file_error(
@@ -278,6 +293,44 @@ fn read_file(chosen: &Chosen, errors: &mut Vec<ConfigError>) -> Option<Table> {
     }
 }
 
+/// The file's text, or `None` when it is larger than [`MAX_FILE_BYTES`]
+/// (read no further than one byte past the cap, whatever the file is).
+fn read_capped(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Ok(None);
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()))
+}
+
+/// A key of the file as it is written in TOML: bare when it can be, quoted
+/// (with escapes) otherwise, so that an empty key or one holding a line
+/// break still reads as one name; cut after 64 characters.
+fn key_text(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let shown = if bare {
+        key.to_owned()
+    } else {
+        // Rust's escapes match TOML's basic strings for what matters here
+        // (quotes, backslashes, control characters); toml's own writer
+        // would pick a multi-line string with the raw line break.
+        format!("{key:?}")
+    };
+    match shown.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &shown[..at]),
+        None => shown,
+    }
+}
+
 /// Reports every key of the file that is not in the table: a typo must not
 /// silently leave a default in force.
 fn check_unknown_keys(path: &Path, table: &Table, errors: &mut Vec<ConfigError>) {
@@ -298,17 +351,17 @@ fn check_unknown_keys(path: &Path, table: &Table, errors: &mut Vec<ConfigError>)
         match value {
             Value::Table(entries) if known_table => {
                 for entry in entries.keys() {
-                    let dotted = format!("{name}.{entry}");
+                    let dotted = format!("{}.{}", key_text(name), key_text(entry));
                     if keys::by_key(&dotted).is_none() {
                         errors.push(unknown(dotted, "unknown key"));
                     }
                 }
             }
             _ if known_table => errors.push(unknown(
-                name.clone(),
+                key_text(name),
                 &format!("`{name}` must be a table (`[{name}]`)"),
             )),
-            _ => errors.push(unknown(name.clone(), "unknown key")),
+            _ => errors.push(unknown(key_text(name), "unknown key")),
         }
     }
 }

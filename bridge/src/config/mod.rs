@@ -45,8 +45,8 @@ mod value;
 
 pub use gateway_url::check_gateway_url;
 pub use load::{
-    CONFIG_FILE_ENV, DEFAULT_FILE, LoadOptions, Loaded, Source, load, load_from_process,
-    process_env,
+    CONFIG_FILE_ENV, DEFAULT_FILE, LoadOptions, Loaded, MAX_FILE_BYTES, Source, load,
+    load_from_process, process_env,
 };
 pub use render::{redact_url, render};
 

@@ -69,10 +69,25 @@ pub(super) fn check_user_seed(seed: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A JetStream stream name; the server refuses these characters.
+/// The longest stream name JetStream accepts.
+pub(crate) const MAX_STREAM_NAME: usize = 255;
+
+/// The longest subject prefix: every subject the bridge uses is built from
+/// it, and NATS bounds a whole protocol line (subject, reply and sizes) at
+/// 4 KiB by default.
+pub(crate) const MAX_SUBJECT_PREFIX: usize = 256;
+
+/// A JetStream stream name; the server refuses these characters and names
+/// longer than [`MAX_STREAM_NAME`].
 pub(super) fn check_stream_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("is empty; use e.g. ASTRID_DISCORD".to_owned());
+    }
+    if name.len() > MAX_STREAM_NAME {
+        return Err(format!(
+            "is {} bytes long; JetStream accepts stream names of at most {MAX_STREAM_NAME}",
+            name.len()
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -88,6 +103,14 @@ pub(super) fn check_stream_name(name: &str) -> Result<(), String> {
 /// A dispatch type becomes the last token of a subject, so it is upper-cased
 /// and limited to the characters Discord uses.
 pub(super) fn check_event_name(name: &str) -> Result<String, String> {
+    // The gateway refuses longer event names (`gateway::untrusted`), so
+    // such an entry could never match.
+    if name.len() > 64 {
+        return Err(format!(
+            "an entry is {} bytes long; dispatch types have at most 64",
+            name.len()
+        ));
+    }
     if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         Ok(name.to_ascii_uppercase())
     } else {
@@ -141,9 +164,10 @@ mod tests {
     #[test]
     fn stream_and_event_names() {
         assert_eq!(check_stream_name("ASTRID_DISCORD-2"), Ok(()));
-        for bad in ["", "A B", "A.B", "A*", "A>", "A/B"] {
+        for bad in ["", "A B", "A.B", "A*", "A>", "A/B", &"S".repeat(256)] {
             assert!(check_stream_name(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(check_stream_name(&"S".repeat(255)), Ok(()));
         assert_eq!(check_event_name("guild_create"), Ok("GUILD_CREATE".into()));
         for bad in ["GUILD.CREATE", "*", "A B", "A>"] {
             assert!(check_event_name(bad).is_err(), "{bad}");

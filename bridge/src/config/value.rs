@@ -22,6 +22,34 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// The longest string value accepted, in bytes: URLs, paths, names and
+/// secrets are all far shorter, and a value is quoted in errors and
+/// `check-config`.
+pub(crate) const MAX_STRING_BYTES: usize = 4096;
+
+/// The most entries a list value may have (URLs, intents, dispatch types).
+pub(crate) const MAX_LIST_ENTRIES: usize = 256;
+
+/// Refuses values too large to be a setting, before any conversion, and
+/// without quoting them (the value may be a secret).
+pub(super) fn check_size(value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(s) if s.len() > MAX_STRING_BYTES => Err(format!(
+            "is {} bytes long; a value may have at most {MAX_STRING_BYTES}",
+            s.len()
+        )),
+        Value::Array(items) if items.len() > MAX_LIST_ENTRIES => Err(format!(
+            "has {} entries; a list may have at most {MAX_LIST_ENTRIES}",
+            items.len()
+        )),
+        Value::Array(items) => items.iter().try_for_each(check_size),
+        Value::Table(t) if t.len() > MAX_LIST_ENTRIES => {
+            Err(format!("has {} entries; expected a single value", t.len()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A string, trimmed of surrounding whitespace.
 pub(super) fn string(value: &Value) -> Result<String, String> {
     match value {
@@ -87,12 +115,21 @@ pub(super) fn list(value: &Value) -> Result<Vec<String>, String> {
             })
             .filter(|r| r.as_ref().map_or(true, |s| !s.is_empty()))
             .collect(),
-        Value::String(s) => Ok(s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()),
+        Value::String(s) => {
+            let entries: Vec<String> = s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if entries.len() > MAX_LIST_ENTRIES {
+                return Err(format!(
+                    "has {} entries; a list may have at most {MAX_LIST_ENTRIES}",
+                    entries.len()
+                ));
+            }
+            Ok(entries)
+        }
         other => Err(format!(
             "expected a list or a comma-separated string, found {}",
             kind(other)

@@ -26,6 +26,13 @@
 
 use std::time::{Duration, Instant};
 
+/// The longest `heartbeat_interval` a HELLO may ask for: one hour
+/// (Discord's is about 41 s; the tests' simulator asks for an hour to turn
+/// scheduled beats off). A larger one would leave a dead connection
+/// undetected for longer still, up to the 584 million years of `u64::MAX`
+/// milliseconds; such a HELLO is refused like one without an interval.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// What is due at a heartbeat deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Beat {

@@ -3,10 +3,19 @@
 //! Only the fields the capsule reads are looked at, and their JSON is copied
 //! verbatim (strings keep their escapes), so normalizing costs one scan of
 //! `d` and one buffer write — no `serde_json::Value` tree, no re-escaping.
+//!
+//! Every event it returns validates against the agent event schema
+//! (`schemas/json/agent-event.v1.schema.json`) whatever the peer sent: ids
+//! the schema calls snowflakes are checked (an event without usable ids is
+//! refused), optional fields of the wrong type are left out, and the
+//! document is kept within what serde_json consumers can parse (nesting
+//! depth, number range; see [`super::untrusted::check_json`]).
 
 use discord_bridge_schemas::AgentEventKind;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use super::untrusted::{self, JsonLimit};
 
 /// An agent event ready to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +60,14 @@ pub enum NormalizeError {
         field: &'static str,
         /// The JSON type it should have.
         expected: &'static str,
+    },
+    /// The event would exceed what its consumers can parse.
+    #[error("{event} {source}; not relayed")]
+    Limit {
+        /// The event name.
+        event: &'static str,
+        /// Which limit.
+        source: JsonLimit,
     },
 }
 
@@ -172,6 +189,9 @@ pub(crate) fn message_event(
         }),
         _ => Ok(()),
     };
+    snowflake(MESSAGE_CREATE, "id", m.id)?;
+    snowflake(MESSAGE_CREATE, "channel_id", m.channel_id)?;
+    snowflake(MESSAGE_CREATE, "author.id", m.author.id)?;
     snowflake_guild(MESSAGE_CREATE, m.guild_id)?;
     expect("content", m.content, Json::String, "string")?;
     expect("timestamp", m.timestamp, Json::String, "string")?;
@@ -198,8 +218,8 @@ pub(crate) fn message_event(
     w.value_or(m.content, br#""""#);
     w.key("timestamp");
     w.value_or(m.timestamp, b"null");
-    w.optional("type", m.message_type, Json::Number);
-    w.optional("flags", m.flags, Json::Number);
+    w.optional_if("type", m.message_type, is_unsigned);
+    w.optional_if("flags", m.flags, is_unsigned);
     w.optional("attachments", m.attachments, Json::Array);
     w.optional("mentions", m.mentions, Json::Array);
     w.optional("mention_roles", m.mention_roles, Json::Array);
@@ -207,8 +227,12 @@ pub(crate) fn message_event(
     w.optional("member", m.member, Json::Object);
     w.optional("message_reference", m.message_reference, Json::Object);
     w.optional("referenced_message", m.referenced_message, Json::Object);
-    w.optional("webhook_id", m.webhook_id, Json::String);
+    w.optional_if("webhook_id", m.webhook_id, is_raw_snowflake);
     w.raw(b"}}");
+    untrusted::check_json(&w.0).map_err(|source| NormalizeError::Limit {
+        event: MESSAGE_CREATE,
+        source,
+    })?;
     Ok(Outcome::Relay(Normalized {
         kind: AgentEventKind::Message,
         guild_id: m.guild_id.map(str::to_owned),
@@ -216,10 +240,36 @@ pub(crate) fn message_event(
     }))
 }
 
+/// The fields of an interaction the schema constrains; the rest is relayed
+/// as it came. Optional fields are read even when `null` (see [`present`]):
+/// the interaction is relayed verbatim, so a `null` the schema does not
+/// allow would reach the capsule.
 #[derive(Deserialize)]
 struct InteractionIn<'a> {
-    #[serde(borrow, default)]
-    guild_id: Option<&'a str>,
+    #[serde(borrow)]
+    id: &'a str,
+    #[serde(borrow, rename = "type")]
+    kind: &'a RawValue,
+    #[serde(borrow, default, deserialize_with = "present")]
+    guild_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    application_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    channel_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    member: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    user: Option<&'a RawValue>,
+}
+
+/// A field that is present, `null` included (serde reads a `null` option
+/// as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 fn interaction(d: &RawValue) -> Result<Outcome, NormalizeError> {
@@ -236,24 +286,91 @@ fn interaction(d: &RawValue) -> Result<Outcome, NormalizeError> {
             event: EVENT,
             source,
         })?;
-    snowflake_guild(EVENT, i.guild_id)?;
+    // Relayed verbatim, so a field of the wrong type cannot be left out:
+    // the interaction is refused instead.
+    snowflake(EVENT, "id", i.id)?;
+    let field = |field, ok: bool, expected| {
+        if ok {
+            Ok(())
+        } else {
+            Err(NormalizeError::FieldType {
+                event: EVENT,
+                field,
+                expected,
+            })
+        }
+    };
+    let is = |raw: Option<&RawValue>, ty| raw.is_none_or(|r| Json::of(r) == Some(ty));
+    field(
+        "type",
+        is_unsigned(i.kind) && i.kind.get() != "0",
+        "positive integer",
+    )?;
+    for (name, raw) in [
+        ("guild_id", i.guild_id),
+        ("application_id", i.application_id),
+        ("channel_id", i.channel_id),
+    ] {
+        field(
+            name,
+            raw.is_none_or(is_raw_snowflake),
+            "snowflake (decimal digits)",
+        )?;
+    }
+    field("token", is(i.token, Json::String), "string")?;
+    field("data", is(i.data, Json::Object), "object")?;
+    field("member", is(i.member, Json::Object), "object")?;
+    field("user", is(i.user, Json::Object), "object")?;
     let raw = d.get().as_bytes();
+    untrusted::check_json(raw).map_err(|source| NormalizeError::Limit {
+        event: EVENT,
+        source,
+    })?;
     let mut body = Vec::with_capacity(raw.len() + 56);
     body.extend_from_slice(br#"{"type":"interaction","source":"gateway","payload":"#);
     body.extend_from_slice(raw);
     body.push(b'}');
     Ok(Outcome::Relay(Normalized {
         kind: AgentEventKind::Interaction,
-        guild_id: i.guild_id.map(str::to_owned),
+        guild_id: i.guild_id.map(|g| g.get().trim_matches('"').to_owned()),
         body,
     }))
+}
+
+/// An id the schema calls a snowflake (and, for `id`, the capsule's key for
+/// de-duplication) must be one.
+fn snowflake(event: &'static str, field: &'static str, id: &str) -> Result<(), NormalizeError> {
+    if untrusted::is_snowflake(id) {
+        Ok(())
+    } else {
+        Err(NormalizeError::FieldType {
+            event,
+            field,
+            expected: "snowflake (decimal digits)",
+        })
+    }
+}
+
+/// A raw JSON value that is a non-negative integer written without
+/// fraction or exponent (Discord's `type` and `flags`).
+fn is_unsigned(raw: &RawValue) -> bool {
+    let b = raw.get().as_bytes();
+    !b.is_empty() && b.iter().all(u8::is_ascii_digit)
+}
+
+/// A raw JSON value that is a string holding a snowflake.
+fn is_raw_snowflake(raw: &RawValue) -> bool {
+    raw.get()
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .is_some_and(untrusted::is_snowflake)
 }
 
 /// A `guild_id` goes into the `Discord-Guild` header and picks a shard:
 /// it must be a snowflake.
 fn snowflake_guild(event: &'static str, guild_id: Option<&str>) -> Result<(), NormalizeError> {
     match guild_id {
-        Some(g) if !super::untrusted::is_snowflake(g) => Err(NormalizeError::FieldType {
+        Some(g) if !untrusted::is_snowflake(g) => Err(NormalizeError::FieldType {
             event,
             field: "guild_id",
             expected: "snowflake (decimal digits)",
@@ -290,12 +407,19 @@ impl Writer {
     /// Writes `"name":raw` when present with the expected JSON type; a value
     /// of another type is left out rather than passed on mislabelled.
     fn optional(&mut self, name: &str, raw: Option<&RawValue>, ty: Json) {
-        if let Some(r) = raw.filter(|r| Json::of(r) == Some(ty)) {
+        self.optional_if(name, raw, |r| Json::of(r) == Some(ty));
+    }
+
+    /// Writes `"name":raw` when present and `ok`; otherwise leaves it out.
+    fn optional_if(&mut self, name: &str, raw: Option<&RawValue>, ok: impl Fn(&RawValue) -> bool) {
+        if let Some(r) = raw.filter(|r| ok(r)) {
             self.key(name);
             self.raw(r.get().as_bytes());
         }
     }
 }
 
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests;

@@ -127,13 +127,43 @@ impl<'de> serde::de::Visitor<'de> for OnePassVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
         let (mut is_message, mut op, mut seq, mut message) = (false, None, None, None);
+        // A key seen twice is refused, as the general decoder (serde's
+        // derive) refuses it: otherwise `{"t":"MESSAGE_CREATE","d":…,"t":"X"}`
+        // would be relayed here and skipped there.
+        let (mut seen_t, mut seen_s, mut seen_d) = (false, false, false);
+        let once = |seen: &mut bool, name: &'static str| {
+            if std::mem::replace(seen, true) {
+                Err(A::Error::duplicate_field(name))
+            } else {
+                Ok(())
+            }
+        };
         while let Some(key) = map.next_key::<&'de str>()? {
             match key {
-                "t" => is_message = map.next_value::<&'de str>()? == "MESSAGE_CREATE",
-                "op" => op = Some(map.next_value::<u64>()?),
-                "s" => seq = map.next_value::<Option<u64>>()?,
-                "d" if is_message => message = Some(map.next_value::<MessageIn<'de>>()?),
+                "t" => {
+                    once(&mut seen_t, "t")?;
+                    is_message = map.next_value::<&'de str>()? == "MESSAGE_CREATE";
+                }
+                "op" => {
+                    if op.is_some() {
+                        return Err(A::Error::duplicate_field("op"));
+                    }
+                    op = Some(map.next_value::<u64>()?);
+                }
+                "s" => {
+                    once(&mut seen_s, "s")?;
+                    seq = map.next_value::<Option<u64>>()?;
+                }
+                "d" => {
+                    once(&mut seen_d, "d")?;
+                    if is_message {
+                        message = Some(map.next_value::<MessageIn<'de>>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
                 _ => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
@@ -265,6 +295,8 @@ fn encode<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests {
     use super::*;

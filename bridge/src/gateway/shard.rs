@@ -54,6 +54,13 @@ pub const fn shard_for_guild(guild_id: u64, total: u32) -> u32 {
     shard
 }
 
+/// The largest shard count accepted, configured or recommended by Discord:
+/// 65536, dozens of times what the largest bots run (Discord asks for one
+/// shard per 1000–2500 guilds). A process allocates per shard it runs, so a
+/// typo like `0-99999999/100000000` must be a configuration error, not an
+/// attempt to start a hundred million sessions.
+pub const MAX_SHARDS: u32 = 1 << 16;
+
 /// Which shards this process runs (`discord.shards`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShardSpec {
@@ -79,6 +86,9 @@ pub enum ShardSpecError {
     /// Total of zero.
     #[error("the shard total must be at least 1")]
     ZeroTotal,
+    /// A total above [`MAX_SHARDS`].
+    #[error("a shard total of {0} is more than the {MAX_SHARDS} the bridge runs")]
+    TooMany(u32),
     /// An id not below the total, or a range that runs backwards.
     #[error("shards {from}-{to} are not within 0..{total} in ascending order")]
     OutOfRange {
@@ -116,6 +126,9 @@ impl ShardSpec {
         };
         if total == 0 {
             return Err(ShardSpecError::ZeroTotal);
+        }
+        if total > MAX_SHARDS {
+            return Err(ShardSpecError::TooMany(total));
         }
         if from > to || to >= total {
             return Err(ShardSpecError::OutOfRange { from, to, total });
@@ -179,6 +192,11 @@ mod tests {
             Err(ShardSpecError::Syntax(_))
         ));
         assert_eq!(ShardSpec::parse("0/0"), Err(ShardSpecError::ZeroTotal));
+        assert_eq!(
+            ShardSpec::parse("0-99999999/100000000"),
+            Err(ShardSpecError::TooMany(100_000_000))
+        );
+        assert!(ShardSpec::parse(&format!("0/{MAX_SHARDS}")).is_ok());
         assert!(matches!(
             ShardSpec::parse("2/2"),
             Err(ShardSpecError::OutOfRange { .. })

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::identify::SessionStartLimit;
 use crate::gateway::backoff::Backoff;
+use crate::gateway::shard::MAX_SHARDS;
 use crate::secret::Secret;
 use crate::tls::{DiscordTls, is_certificate_problem, rustls_error};
 
@@ -99,6 +100,14 @@ impl DiscoveryError {
         }
     }
 }
+
+/// The largest body read from `GET /gateway/bot`; Discord's is about 150
+/// bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The longest `reset_after` believed: Discord's session start budget
+/// resets daily.
+const MAX_RESET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// What `GET /gateway/bot` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,10 +221,22 @@ async fn fetch(
             },
         )?;
     let status = response.status();
-    let body = response
-        .bytes()
+    let Some(body) = read_body(response)
         .await
-        .map_err(|e| Failure::Retry(format!("{url}: {}", without_url(&e)), None))?;
+        .map_err(|e| Failure::Retry(format!("{url}: {}", without_url(&e)), None))?
+    else {
+        return Err(if status == StatusCode::OK {
+            Failure::Fatal(DiscoveryError::BadBody {
+                url,
+                source: serde::de::Error::custom(format!(
+                    "a body larger than {} KiB",
+                    MAX_BODY / 1024
+                )),
+            })
+        } else {
+            Failure::Retry(format!("HTTP {status} with an oversized body"), None)
+        });
+    };
     match status {
         StatusCode::OK => {
             parse(&body).map_err(|source| Failure::Fatal(DiscoveryError::BadBody { url, source }))
@@ -234,15 +255,34 @@ async fn fetch(
     }
 }
 
+/// The body, or `None` past [`MAX_BODY`] (read no further).
+async fn read_body(mut response: reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 fn parse(body: &[u8]) -> Result<GatewayInfo, serde_json::Error> {
     let b: Body = serde_json::from_slice(body)?;
+    if b.shards > MAX_SHARDS {
+        return Err(serde::de::Error::custom(format!(
+            "{} recommended shards, more than the {MAX_SHARDS} the bridge runs",
+            b.shards
+        )));
+    }
     Ok(GatewayInfo {
         url: b.url,
         shards: b.shards.max(1),
         limit: SessionStartLimit {
             total: b.session_start_limit.total,
             remaining: b.session_start_limit.remaining,
-            reset_after: Duration::from_millis(b.session_start_limit.reset_after),
+            reset_after: Duration::from_millis(b.session_start_limit.reset_after)
+                .min(MAX_RESET_AFTER),
             max_concurrency: b.session_start_limit.max_concurrency.max(1),
         },
     })
@@ -277,5 +317,19 @@ mod tests {
         assert_eq!(info.limit.remaining, 999);
         assert_eq!(info.limit.reset_after, Duration::from_secs(14_400));
         assert!(parse(b"{}").is_err());
+    }
+
+    #[test]
+    fn absurd_answers_are_capped_or_refused() {
+        let body = |shards: u64, reset_after: u64| {
+            format!(
+                r#"{{"url":"wss://gateway.discord.gg","shards":{shards},"session_start_limit":{{"total":1000,"remaining":999,"reset_after":{reset_after},"max_concurrency":1}}}}"#
+            )
+        };
+        let err = parse(body(u64::from(MAX_SHARDS) + 1, 1).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("recommended shards"), "{err}");
+        assert!(parse(body(u64::from(MAX_SHARDS), 1).as_bytes()).is_ok());
+        let info = parse(body(1, u64::MAX).as_bytes()).unwrap();
+        assert_eq!(info.limit.reset_after, MAX_RESET_AFTER);
     }
 }

@@ -227,3 +227,41 @@ fn help_lists_the_three_commands_and_version_works() {
     let out = bridge(dir.path(), &["frobnicate"], &[]);
     assert_eq!(out.code, Some(2), "{}", out.all());
 }
+
+/// Absurd values are configuration errors (exit 2) naming the key, not an
+/// allocation failure or a hang: a number past its bound, a huge token (not
+/// echoed), a configuration file that never ends.
+#[test]
+fn absurd_values_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge_token = format!("{TOKEN}{}", "x".repeat(10_000));
+    let out = bridge(
+        dir.path(),
+        &["check-config"],
+        &[
+            ("DISCORD_BOT_TOKEN", &huge_token),
+            ("BRIDGE_BUFFER_EVENTS", "18446744073709551615"),
+            ("DISCORD_SHARDS", "0-4294967294/4294967295"),
+            ("BRIDGE_STALL_TIMEOUT_SECS", "99999999999"),
+        ],
+    );
+    assert_eq!(out.code, Some(2), "{}", out.all());
+    for key in [
+        "discord.token",
+        "nats.buffer_events",
+        "discord.shards",
+        "nats.stall_timeout_secs",
+    ] {
+        assert!(out.stderr.contains(key), "{key} not named:\n{}", out.stderr);
+    }
+    assert_no_secret(&out);
+    if Path::new("/dev/zero").exists() {
+        let out = bridge(dir.path(), &["check-config", "--config", "/dev/zero"], &[]);
+        assert_eq!(out.code, Some(2), "{}", out.all());
+        assert!(
+            out.stderr.contains("larger than 1024 KiB"),
+            "{}",
+            out.stderr
+        );
+    }
+}

@@ -1,7 +1,9 @@
 //! No input from the network can panic the bridge: random bytes and mutated
 //! real frames through the transport decoders, the payload decoder and the
 //! session machine, and random sequences of every input the machine takes.
-//! Seeded, so a failure reproduces.
+//! Seeded, so a failure reproduces. The property tests beside the modules
+//! (`prop_tests` in `codec`, `gateway::payload`, `gateway::normalize` and
+//! `config::tests`) check the decoders' and the normalizer's results as well.
 
 use std::time::{Duration, Instant};
 
@@ -54,6 +56,9 @@ fn mutate(rng: &mut fastrand::Rng, frame: &[u8], others: &[Vec<u8>]) -> Vec<u8> 
                 "1e999",
                 "true",
                 "18446744073709551616",
+                "18446744073709551615",
+                "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+                "\"a\\r\\nb\"",
             ];
             let pick = junk[rng.usize(0..junk.len())];
             out = text
@@ -199,7 +204,12 @@ fn random_input_sequences_keep_the_machine_consistent() {
                 10 => {
                     frame = format!(
                         r#"{{"op":0,"s":{},"t":"MESSAGE_CREATE","d":{{"id":"1","channel_id":"2","author":{{"id":"3","username":"u"}},"content":"c"}}}}"#,
-                        rng.u64(0..60)
+                        // Now and then a sequence at the end of the range.
+                        if rng.u8(0..20) == 0 {
+                            u64::MAX - rng.u64(0..2)
+                        } else {
+                            rng.u64(0..60)
+                        }
                     );
                     Input::Payload(frame.as_bytes())
                 }
@@ -213,7 +223,9 @@ fn random_input_sequences_keep_the_machine_consistent() {
                         r#"{"op":1}"#,
                         r#"{"op":0,"s":1,"t":"READY","d":{"session_id":"s","resume_gateway_url":"wss://gateway.discord.gg","user":{"id":"1"}}}"#,
                         r#"{"op":0,"s":9,"t":"RESUMED","d":{}}"#,
-                    ][rng.usize(0..8)]
+                        r#"{"op":10,"d":{"heartbeat_interval":18446744073709551615}}"#,
+                        r#"{"op":10,"d":{"heartbeat_interval":600001}}"#,
+                    ][rng.usize(0..10)]
                         .to_owned();
                     Input::Payload(frame.as_bytes())
                 }

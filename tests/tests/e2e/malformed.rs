@@ -60,7 +60,18 @@ async fn malformed_input_is_skipped(compression: Compression) {
     }
     // Sequenced dispatches whose body is broken: they take a seq and must
     // not hold back the resume point or the events behind them.
-    let broken: [(&str, Value); 5] = [
+    // A message nested deeper than consumers parse (serde_json stops at
+    // 128 levels; the bridge publishes at most 64): not published either.
+    let mut deep = json!(1);
+    for _ in 0..100 {
+        deep = json!([deep]);
+    }
+    let broken: [(&str, Value); 6] = [
+        (
+            "MESSAGE_CREATE",
+            json!({"id": "7", "channel_id": "8", "author": {"id": "9", "username": "u"},
+                   "content": "too deep", "timestamp": "t", "member": {"x": deep}}),
+        ),
         ("MESSAGE_CREATE", Value::Null),
         ("MESSAGE_CREATE", json!("not an object")),
         (

@@ -58,4 +58,6 @@ fn keys_of(errors: &[ConfigError]) -> Vec<&str> {
 }
 
 mod layers;
+mod limits;
+mod prop_tests;
 mod validation;

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::config::gateway_url::check_gateway_url;
 use crate::gateway::close::Disposition;
-use crate::gateway::heartbeat::Heartbeat;
+use crate::gateway::heartbeat::{self, Heartbeat};
 use crate::gateway::normalize::{self, MessageIn, Outcome};
 use crate::gateway::payload::{self, Hello, Inbound, Ready, op};
 use crate::gateway::untrusted;
@@ -100,18 +100,20 @@ impl Machine {
         }
         let interval =
             p.d.and_then(|d| serde_json::from_str::<Hello>(d.get()).ok())
-                .map(|h| h.heartbeat_interval)
-                .filter(|ms| *ms > 0);
+                .map(|h| Duration::from_millis(h.heartbeat_interval))
+                .filter(|i| !i.is_zero() && *i <= heartbeat::MAX_INTERVAL);
         let Some(interval) = interval else {
             self.stats.malformed += 1;
             let ended = Ended {
                 reason: EndReason::BadHello,
                 code: Some(super::CLOSE_RESUMABLE),
-                detail: "HELLO without a usable heartbeat_interval".to_owned(),
+                detail: format!(
+                    "HELLO without a usable heartbeat_interval (1 ms to {} s)",
+                    heartbeat::MAX_INTERVAL.as_secs()
+                ),
             };
             return self.close_and_reconnect(now, &ended, out);
         };
-        let interval = Duration::from_millis(interval);
         let hb = Heartbeat::new(now, interval, self.rng.f64());
         conn.limiter.reserve_for_heartbeats(interval);
         if conn.resume {
@@ -247,6 +249,7 @@ impl Machine {
         if let Body::Raw(Some(d)) = body
             && !self.raw_dispatch.is_empty()
             && self.raw_dispatch.contains(t)
+            && publishable_raw(&mut self.stats.malformed, t, seq, d)
         {
             out.push(Action::Publish(Publish {
                 epoch: session.epoch,
@@ -308,7 +311,7 @@ impl Machine {
             Some(url) => match check_gateway_url(url, self.cfg.allow_insecure_gateway) {
                 Ok(()) => Some(url.to_owned()),
                 Err(e) => {
-                    tracing::error!(url, error = %e, "refusing READY's resume_gateway_url; this session will not be resumed");
+                    tracing::error!(url = %untrusted::printable(url), error = %e, "refusing READY's resume_gateway_url; this session will not be resumed");
                     None
                 }
             },
@@ -368,6 +371,20 @@ impl Machine {
             && let Stage::Handshake { hb, .. } = &conn.stage
         {
             conn.stage = Stage::Live { hb: hb.clone() };
+        }
+    }
+}
+
+/// Whether a raw dispatch body stays within what its consumers can parse
+/// (it is published untouched, so it cannot be trimmed); counted as
+/// malformed when not.
+fn publishable_raw(malformed: &mut u64, t: &str, seq: u64, d: &RawValue) -> bool {
+    match untrusted::check_json(d.get().as_bytes()) {
+        Ok(()) => true,
+        Err(e) => {
+            *malformed += 1;
+            tracing::warn!(event = t, seq, error = %e, "not publishing a raw dispatch whose body is beyond the JSON limits");
+            false
         }
     }
 }

@@ -701,6 +701,28 @@ fn hello_without_interval_reconnects() {
     assert_eq!(close_code(&out), Some(4000));
 }
 
+/// A HELLO asking for an interval beyond the cap (up to `u64::MAX` ms,
+/// which would overflow the clock arithmetic) is refused like one without
+/// an interval; the cap itself is accepted.
+#[test]
+fn hello_with_an_absurd_interval_reconnects() {
+    let max = u64::try_from(crate::gateway::heartbeat::MAX_INTERVAL.as_millis()).unwrap();
+    for interval in [max + 1, u64::MAX / 1000, u64::MAX] {
+        let mut h = H::new();
+        h.feed(Input::Start);
+        h.feed(Input::Opened);
+        let out = h.json(&json!({"op": 10, "d": {"heartbeat_interval": interval}}));
+        assert_eq!(close_code(&out), Some(4000), "{interval}");
+    }
+    let mut h = H::new();
+    h.feed(Input::Start);
+    h.feed(Input::Opened);
+    let out = h.json(&json!({"op": 10, "d": {"heartbeat_interval": max}}));
+    assert_eq!(close_code(&out), None);
+    assert!(out.iter().any(|a| matches!(a, Action::RequestIdentify)));
+    h.advance(crate::gateway::heartbeat::MAX_INTERVAL);
+}
+
 #[test]
 fn missing_ready_times_out() {
     let mut h = H::new();
@@ -814,25 +836,29 @@ fn unavoidable_loss_is_reported_with_its_range() {
 
 #[test]
 fn unsafe_resume_url_is_not_used() {
-    let mut h = H::new();
-    h.feed(Input::Start);
-    h.feed(Input::Opened);
-    h.hello();
-    h.feed(Input::IdentifyPermit);
-    h.dispatch(
-        1,
-        "READY",
-        &json!({"session_id": "s", "resume_gateway_url": "wss://evil.example.com",
-                "user": {"id": BOT_ID}}),
-    );
-    assert!(h.m.is_live());
-    let out = h.json(&json!({"op": 7}));
-    assert_eq!(
-        status(&out, ShardState::Disconnected).will_resume,
-        Some(false)
-    );
-    let url = connect_url_of(&h.next()).unwrap();
-    assert!(url.starts_with(GATEWAY), "{url}");
+    // Another host, or Discord's host with a URL past the length cap.
+    let long = format!("{RESUME_URL}/{}", "x".repeat(2000));
+    for resume_url in ["wss://evil.example.com", long.as_str()] {
+        let mut h = H::new();
+        h.feed(Input::Start);
+        h.feed(Input::Opened);
+        h.hello();
+        h.feed(Input::IdentifyPermit);
+        h.dispatch(
+            1,
+            "READY",
+            &json!({"session_id": "s", "resume_gateway_url": resume_url,
+                    "user": {"id": BOT_ID}}),
+        );
+        assert!(h.m.is_live());
+        let out = h.json(&json!({"op": 7}));
+        assert_eq!(
+            status(&out, ShardState::Disconnected).will_resume,
+            Some(false)
+        );
+        let url = connect_url_of(&h.next()).unwrap();
+        assert!(url.starts_with(GATEWAY), "{url}");
+    }
 }
 
 #[test]
