@@ -14,13 +14,16 @@
 //!   headers, payload and stream sequence, for assertions;
 //! * [`process`] — run the `discord-bridge` binary (or any command) as a
 //!   child process, capture its output line by line, send it signals;
-//! * [`workspace`] — where the workspace, its target dir and `.tools` are.
+//! * [`workspace`] — where the workspace, its target dir and `.tools` are;
+//! * [`chaos`] — the chaos soak: every fault at once, every event accounted
+//!   for.
 //!
 //! The `nats-server` binary is found through `NATS_SERVER_BIN`, then
 //! `<workspace>/.tools/bin/nats-server` (installed by `scripts/test`), then
 //! `PATH`. Tests fail rather than skip when it is missing: a skipped test
 //! guards nothing.
 
+pub mod chaos;
 pub mod jetstream;
 pub mod nats;
 pub mod process;
