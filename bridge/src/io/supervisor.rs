@@ -238,65 +238,107 @@ impl Bridge {
 
     /// One round of the lease loop: renew what is held (stopping what can
     /// no longer be held), take what lapsed.
+    ///
+    /// No KV request may hold the loop past the moment a held shard must
+    /// stop: a request to a NATS that does not answer (gone, partitioned,
+    /// paused) only fails at its timeout, and one per shard in a row, each
+    /// as long as a short lease, would let the shards run on after their
+    /// leases lapsed, while a standby may take them. So each request gets at
+    /// most the time left until the earliest such moment
+    /// ([`ownership::request_budget`]), renewals go before acquisitions, and
+    /// the shards to stop are all cancelled before any is awaited.
     pub(crate) async fn coordinate(&mut self) {
         let Some(mut c) = self.coord.take() else {
             return;
         };
         let mut lost = Vec::new();
         let mut taken = Vec::new();
-        for &shard in &c.wanted {
-            if let Some(lease) = c.leases.get_mut(&shard) {
-                if !c.store.renew_due(lease) {
-                    continue;
+        let wanted = c.wanted.clone();
+        for &shard in &wanted {
+            let Some(lease) = c.leases.get_mut(&shard) else {
+                continue;
+            };
+            if !c.store.renew_due(lease) {
+                continue;
+            }
+            let budget = c.store.request_budget(lease, KV_TIMEOUT);
+            if budget.is_zero() {
+                tracing::error!(shard = %shard, "no time left to renew the shard lease before it expires; stopping the shard so it never runs twice");
+                lost.push(shard);
+                continue;
+            }
+            match tokio::time::timeout(budget, c.store.renew(lease, &c.owner)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    tracing::error!(shard = %shard, "another process holds this shard's lease; stopping the shard here");
+                    lost.push(shard);
                 }
-                match tokio::time::timeout(KV_TIMEOUT, c.store.renew(lease, &c.owner)).await {
-                    Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => {
-                        tracing::error!(shard = %shard, "another process holds this shard's lease; stopping the shard here");
-                        lost.push(shard);
-                    }
-                    Ok(Err(e)) if c.store.must_stop(lease) => {
-                        tracing::error!(shard = %shard, error = %e, "cannot renew the shard lease before it expires; stopping the shard so it never runs twice");
-                        lost.push(shard);
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(shard = %shard, error = %e, "cannot renew the shard lease; retrying")
-                    }
-                    Err(_) if c.store.must_stop(lease) => {
-                        tracing::error!(shard = %shard, "renewing the shard lease timed out until it nearly expired; stopping the shard so it never runs twice");
-                        lost.push(shard);
-                    }
-                    Err(_) => {
-                        tracing::warn!(shard = %shard, "renewing the shard lease timed out; retrying")
-                    }
+                Ok(Err(e)) if c.store.must_stop(lease) => {
+                    tracing::error!(shard = %shard, error = %e, "cannot renew the shard lease before it expires; stopping the shard so it never runs twice");
+                    lost.push(shard);
                 }
-            } else if !self.shards.contains_key(&shard) && !self.root.is_cancelled() {
-                match tokio::time::timeout(KV_TIMEOUT, c.store.acquire(shard, &c.owner)).await {
-                    Ok(Ok(Some(lease))) => {
-                        c.leases.insert(shard, lease);
-                        taken.push(shard);
-                    }
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(shard = %shard, error = %e, "cannot take the shard lease")
-                    }
-                    Err(_) => tracing::warn!(shard = %shard, "taking the shard lease timed out"),
+                Ok(Err(e)) => {
+                    tracing::warn!(shard = %shard, error = %e, "cannot renew the shard lease; retrying")
+                }
+                Err(_) if c.store.must_stop(lease) => {
+                    tracing::error!(shard = %shard, "renewing the shard lease timed out until it nearly expired; stopping the shard so it never runs twice");
+                    lost.push(shard);
+                }
+                Err(_) => {
+                    tracing::warn!(shard = %shard, "renewing the shard lease timed out; retrying")
                 }
             }
         }
-        for shard in lost {
-            c.leases.remove(&shard);
-            if let Some(running) = self.shards.remove(&shard) {
-                running.keep_checkpoint.store(false, Ordering::Relaxed);
-                running.cancel.cancel();
-                let _ = running.unit.await;
-            }
+        for shard in &lost {
+            c.leases.remove(shard);
+        }
+        let stopping: Vec<_> = lost
+            .iter()
+            .filter_map(|shard| self.shards.remove(shard))
+            .collect();
+        for running in &stopping {
+            running.keep_checkpoint.store(false, Ordering::Relaxed);
+            running.cancel.cancel();
+        }
+        for running in stopping {
+            let _ = running.unit.await;
+        }
+        for &shard in &lost {
             self.announce(
                 &c,
                 shard,
                 "lease_lost",
                 "this process lost the shard's lease and stopped it".to_owned(),
             );
+        }
+        for &shard in &wanted {
+            if c.leases.contains_key(&shard)
+                || self.shards.contains_key(&shard)
+                || self.root.is_cancelled()
+            {
+                continue;
+            }
+            // The shards still held must be renewed in time next round.
+            let budget = c
+                .leases
+                .values()
+                .map(|lease| c.store.request_budget(lease, KV_TIMEOUT))
+                .min()
+                .unwrap_or(KV_TIMEOUT);
+            if budget.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(budget, c.store.acquire(shard, &c.owner)).await {
+                Ok(Ok(Some(lease))) => {
+                    c.leases.insert(shard, lease);
+                    taken.push(shard);
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(shard = %shard, error = %e, "cannot take the shard lease")
+                }
+                Err(_) => tracing::warn!(shard = %shard, "taking the shard lease timed out"),
+            }
         }
         let mut starts = Vec::with_capacity(taken.len());
         for shard in taken {

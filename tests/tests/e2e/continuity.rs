@@ -204,6 +204,75 @@ async fn a_process_that_cannot_renew_its_lease_stops_the_shard_then_resumes() {
     assert_eq!(bridge.wait_exit(WAIT).await.code(), Some(0));
 }
 
+/// A NATS that stops answering (frozen: requests neither succeed nor fail
+/// until they time out) must not keep shards running past their leases,
+/// however many shards the process runs: both shards of this process close
+/// their gateway connections before the lease (4 s) can lapse, counted from
+/// the freeze (the last renewal was sent before it). Found by the chaos
+/// soak: each renewal waited out a 2 s request timeout, one shard after the
+/// other, so the shards ran on for several seconds past their leases.
+#[tokio::test]
+async fn a_frozen_nats_stops_every_shard_before_its_lease_lapses() {
+    const LEASE_SECS: u64 = 4;
+    let mut stack = Stack::start_idle(StackOptions {
+        sim: SimConfig {
+            shards: 2,
+            max_concurrency: 2,
+            ..test_sim_config()
+        },
+        ..StackOptions::default()
+    })
+    .await;
+    let mut bridge = stack.spawn_binary(&[], &[("DISCORD_SHARD_LEASE_SECS", "4")]);
+    let sessions = [stack.wait_session(0).await, stack.wait_session(1).await];
+    coordinated(&bridge).await;
+    let conns: Vec<_> = stack.sim.read(|s| {
+        (0..2)
+            .map(|shard| s.connection_of(shard).map(|c| c.id))
+            .collect()
+    });
+    let frozen = tokio::time::Instant::now();
+    stack.nats.pause();
+    for conn in conns.iter().map(|c| c.expect("a connection per shard")) {
+        let closed = stack
+            .wait_sim(|s| s.connections.get(&conn).and_then(|c| c.closed.clone()))
+            .await;
+        assert_eq!(
+            (closed.by, closed.code),
+            (Closer::Client, Some(4000)),
+            "stopped resumably: {closed:?}"
+        );
+        let after = closed.at.duration_since(frozen);
+        assert!(
+            after < Duration::from_secs(LEASE_SECS),
+            "{conn} closed {after:?} after NATS froze, past its {LEASE_SECS} s lease:\n{}",
+            bridge.output()
+        );
+    }
+    stack.nats.resume();
+    for session in &sessions {
+        let resumed = stack
+            .wait_sim(|s| {
+                s.resumes
+                    .iter()
+                    .find(|r| {
+                        &r.session_id == session && matches!(r.outcome, Outcome::Resumed { .. })
+                    })
+                    .cloned()
+            })
+            .await;
+        assert_eq!(&resumed.session_id, session);
+    }
+    assert_eq!(stack.sim.identifies().len(), 2, "no new session");
+    bridge.signal(Signal::Term);
+    assert_eq!(
+        bridge.wait_exit(WAIT).await.code(),
+        Some(0),
+        "{}",
+        bridge.output()
+    );
+}
+
 /// The session start budget is Discord's, shared in KV: with none left no
 /// IDENTIFY is sent (the wait is reported with its reason), while a RESUME,
 /// which costs nothing, still works.
