@@ -63,6 +63,8 @@ pub struct Report {
     pub identifies: usize,
     /// Faults after which the number of new sessions was not the one due.
     pub surprises: Vec<String>,
+    /// How the slower recoveries went, phase by phase.
+    pub notes: Vec<String>,
     /// Discord rules the bridge broke (identify floor, send rate…).
     pub violations: Vec<String>,
     /// Payloads on the status subject that were not status events.
@@ -194,6 +196,9 @@ impl Report {
             self.identifies_expected,
             self.violations.len()
         );
+        for note in &self.notes {
+            let _ = writeln!(t, "{note}");
+        }
         if !a.refusals.is_empty() {
             let _ = writeln!(
                 t,

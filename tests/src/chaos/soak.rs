@@ -147,6 +147,7 @@ pub async fn run(options: SoakOptions) -> Report {
         rows: BTreeMap::new(),
         expected_identifies: 0,
         surprises: Vec::new(),
+        notes: Vec::new(),
         processes: 0,
     };
     soak.start_fleet().await;
@@ -223,6 +224,7 @@ pub async fn run(options: SoakOptions) -> Report {
         identifies_expected: soak.expected_identifies,
         identifies,
         surprises: soak.surprises.clone(),
+        notes: soak.notes.clone(),
         violations,
         malformed_statuses: soak.statuses.malformed(),
         audit,
@@ -282,6 +284,7 @@ struct Soak {
     rows: BTreeMap<Fault, Vec<Duration>>,
     expected_identifies: usize,
     surprises: Vec<String>,
+    notes: Vec<String>,
     processes: u32,
 }
 
@@ -483,6 +486,7 @@ impl Soak {
     /// leases can lapse, and RESUME them once NATS is back.
     async fn nats_outage(&mut self) {
         let (sessions, resumes, identifies) = self.sessions().await;
+        let at = Instant::now();
         self.cluster.kill9_all();
         self.wait("every shard stopped while NATS is away", RECOVERY, |s| {
             s.sim
@@ -490,23 +494,48 @@ impl Soak {
                 .then_some(())
         })
         .await;
+        let stopped = at.elapsed();
         self.cluster.restart_all().await;
+        let back = at.elapsed();
         for (shard, session) in (0..SHARDS).zip(&sessions) {
             self.recovered(shard, Recovery::Resume, session, (resumes, identifies))
                 .await;
         }
+        self.notes.push(format!(
+            "NATS kill -9: shards stopped after {} ms, cluster back after {} ms, both resumed after {} ms",
+            stopped.as_millis(),
+            back.as_millis(),
+            at.elapsed().as_millis()
+        ));
     }
 
     /// One node killed; the bridge carries on through the others; the node
     /// comes back and catches up.
     async fn node_loss(&mut self) {
         let node = self.rng.usize(0..self.cluster.nodes.len());
+        let name = format!("n{}", node + 1);
+        let leader = tokio::time::timeout(Duration::from_secs(5), async {
+            let info = self
+                .js
+                .get_stream(STREAM)
+                .await
+                .ok()?
+                .get_info()
+                .await
+                .ok()?;
+            info.cluster?.leader
+        })
+        .await
+        .ok()
+        .flatten();
+        let at = Instant::now();
         self.cluster.nodes[node].kill9();
         let mark = self.traffic.state().count() + 1;
         self.wait_flowing(mark, "events stored without the killed node")
             .await;
+        let flowing = at.elapsed();
         self.cluster.nodes[node].restart().await;
-        let name = format!("n{}", node + 1);
+        let restarted = at.elapsed();
         let deadline = Instant::now() + RECOVERY;
         loop {
             self.fleet.check();
@@ -538,6 +567,17 @@ impl Soak {
             );
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+        let role = if leader.as_deref() == Some(name.as_str()) {
+            "the stream leader"
+        } else {
+            "a stream follower"
+        };
+        self.notes.push(format!(
+            "node {name} ({role}) killed: events stored again after {} ms, node restarted after {} ms, caught up after {} ms",
+            flowing.as_millis(),
+            restarted.as_millis(),
+            at.elapsed().as_millis()
+        ));
     }
 
     /// Every process stopped with SIGTERM, then two started again; with
