@@ -11,6 +11,7 @@
 //!
 //! * [`faults`] — the fault kinds and the seeded schedule;
 //! * [`soak`] — the driver: [`run`] with [`SoakOptions`] (`CHAOS_*`);
+//! * `inject` — each fault, and the recovery it waits for;
 //! * [`traffic`] — the paced event generator;
 //! * [`fleet`] — the bridge processes;
 //! * [`observe`] — the stream tail and reader, the status listeners;
@@ -20,6 +21,7 @@
 pub mod audit;
 pub mod faults;
 pub mod fleet;
+mod inject;
 pub mod observe;
 pub mod report;
 pub mod soak;
