@@ -11,6 +11,7 @@
 //! * [`identify`] — the identify rate limit; [`discovery`] — `/gateway/bot`;
 //! * [`nats`] — connection options and stream management.
 
+pub(crate) mod checkpoint;
 pub(crate) mod core_sink;
 pub(crate) mod discovery;
 pub(crate) mod identify;

@@ -31,12 +31,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::checkpoint::{self, Handover};
 use super::core_sink::CoreSink;
 use super::identify::IdentifyQueue;
 use super::outbox::Outbox;
 use super::ownership::{self, Checkpoint, Lease, Owner, ShardStore};
 use super::publisher::{self, PublisherConfig, Target};
-use super::shard::{self, SessionMark, ShardEnd, ShardIo};
+use super::shard::{self, ShardEnd, ShardIo};
 use super::status_service::Reports;
 use super::tasks::{TaskError, TaskId, Tasks};
 use crate::config::Config;
@@ -53,9 +54,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// handshakes, the status publisher) may delay the end of the process.
 const STRAGGLERS: Duration = Duration::from_secs(5);
 /// A KV operation of the lease loop that takes longer counts as failed.
-const KV_TIMEOUT: Duration = Duration::from_secs(2);
-/// The checkpoint is written at most this often ("about a second behind").
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+pub(super) const KV_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything a shard needs that the process shares.
 pub(crate) struct ShardContext {
@@ -480,13 +479,6 @@ impl Bridge {
     }
 }
 
-/// What the checkpoint of a coordinated shard needs.
-struct Handover {
-    store: ShardStore,
-    owner: Arc<str>,
-    keep: Arc<AtomicBool>,
-}
-
 /// One shard to run.
 struct Unit {
     shard: ShardId,
@@ -534,7 +526,8 @@ async fn run_unit(
     let checkpoints = handover.map(|h| {
         tasks.spawn(
             TaskId::shard("checkpoint", shard),
-            write_checkpoints(h, shard, marks_rx, stop_checkpoints.clone()).in_current_span(),
+            checkpoint::write_checkpoints(h, shard, marks_rx, stop_checkpoints.clone())
+                .in_current_span(),
         )
     });
     let mut machine = super::machine_config(
@@ -581,63 +574,6 @@ async fn run_unit(
     }
     let _ = done.send((shard, end.clone()));
     Ok(end)
-}
-
-/// Writes the shard's checkpoint as its session and resume point move, at
-/// most once per [`CHECKPOINT_EVERY`], and a last time when stopped —
-/// unless the lease was lost, when the successor's checkpoint is not ours
-/// to overwrite.
-async fn write_checkpoints(
-    handover: Handover,
-    shard: ShardId,
-    mut marks: watch::Receiver<Option<SessionMark>>,
-    stop: CancellationToken,
-) -> Result<(), TaskError> {
-    let mut written: Option<SessionMark> = None;
-    let mut last_write: Option<tokio::time::Instant> = None;
-    loop {
-        let stopping = tokio::select! {
-            biased;
-            () = stop.cancelled() => true,
-            changed = marks.changed() => changed.is_err(),
-        };
-        if !stopping && let Some(at) = last_write {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = tokio::time::sleep_until(at + CHECKPOINT_EVERY) => {}
-            }
-        }
-        if !handover.keep.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let current = marks.borrow_and_update().clone();
-        if let Some(mark) = current
-            && written.as_ref() != Some(&mark)
-        {
-            let checkpoint = Checkpoint {
-                session_id: mark.session_id.to_string(),
-                resume_url: mark.resume_url.clone(),
-                seq: mark.committed,
-                owner: handover.owner.to_string(),
-                at_ms: ownership::unix_ms(),
-            };
-            match tokio::time::timeout(
-                KV_TIMEOUT,
-                handover.store.write_checkpoint(shard, &checkpoint),
-            )
-            .await
-            {
-                Ok(Ok(())) => tracing::trace!(seq = mark.committed, "checkpoint written"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the shard's checkpoint"),
-                Err(_) => tracing::warn!("writing the shard's checkpoint timed out"),
-            }
-            written = Some(mark);
-            last_write = Some(tokio::time::Instant::now());
-        }
-        if stopping || stop.is_cancelled() {
-            return Ok(());
-        }
-    }
 }
 
 fn describe_takeover(checkpoint: Option<&Checkpoint>, resume: Option<&Resume>) -> String {
