@@ -33,6 +33,8 @@ pub struct Fleet {
     /// `discord-bridge.toml` applies.
     dir: TempDir,
     members: Vec<Member>,
+    /// The log lines of processes that ended, by name.
+    retired: Vec<(String, Vec<String>)>,
     started: u32,
 }
 
@@ -52,6 +54,7 @@ impl Fleet {
             env,
             dir,
             members: Vec::new(),
+            retired: Vec::new(),
             started: 0,
         }
     }
@@ -121,6 +124,7 @@ impl Fleet {
                 m.name,
                 tail(&m.process)
             );
+            self.retired.push((m.name, m.process.stderr_lines()));
         }
     }
 
@@ -139,7 +143,27 @@ impl Fleet {
         let mut m = self.members.remove(index);
         m.process.signal(Signal::Kill);
         m.process.wait_exit(PROCESS_WAIT).await;
+        self.retired
+            .push((m.name.clone(), m.process.stderr_lines()));
         m.name
+    }
+
+    /// Writes every process's log (ended or running) to `dir/{name}.log`.
+    ///
+    /// # Panics
+    ///
+    /// When a file cannot be written.
+    pub fn write_logs(&self, dir: &std::path::Path) {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let running = self
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.process.stderr_lines()));
+        for (name, lines) in self.retired.iter().cloned().chain(running) {
+            let path = dir.join(format!("{name}.log"));
+            std::fs::write(&path, lines.join("\n"))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        }
     }
 
     /// Every process's last log lines, for a failure message.

@@ -51,11 +51,21 @@ fn parse(m: &jetstream::Message) -> Option<StoredEvent> {
     })
 }
 
+/// How long the reader waits for its consumer's next message before it
+/// checks whether the stream has one (a consumer on a killed node can stay
+/// silent for a minute before the client notices).
+const SILENCE: Duration = Duration::from_secs(2);
+
 /// Reads `stream` from sequence `from` with an ordered consumer, handing
 /// each message to `f`, until `f` returns `false`. Errors (NATS away, a
-/// consumer lost) recreate the consumer after the last message read.
+/// consumer lost) recreate the consumer after the last message read, and so
+/// does a consumer that stays silent while the stream holds more.
 async fn read_from(js: &Context, stream: &str, from: u64, mut f: impl FnMut(StoredEvent) -> bool) {
     let mut next = from.max(1);
+    let behind = |next: u64| async move {
+        let info = js.get_stream(stream).await.ok()?.get_info().await.ok()?;
+        Some(info.state.last_sequence >= next)
+    };
     loop {
         let consumer = async {
             let s = js.get_stream_no_info(stream).await.ok()?;
@@ -71,7 +81,17 @@ async fn read_from(js: &Context, stream: &str, from: u64, mut f: impl FnMut(Stor
             tokio::time::sleep(POLL_INTERVAL).await;
             continue;
         };
-        while let Some(Ok(m)) = messages.next().await {
+        loop {
+            let m = match tokio::time::timeout(SILENCE, messages.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(_) => break,
+                Err(_) => match tokio::time::timeout(SILENCE, behind(next)).await {
+                    // Nothing new: keep waiting on this consumer.
+                    Ok(Some(false)) => continue,
+                    // Messages it does not deliver, or no answer: a new one.
+                    _ => break,
+                },
+            };
             let Some(event) = parse(&m) else { continue };
             if event.stream_seq < next {
                 continue;

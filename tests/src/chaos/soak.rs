@@ -56,6 +56,9 @@ pub struct SoakOptions {
     pub rate: u32,
     /// Where to write the report as JSON (`CHAOS_REPORT`).
     pub report: Option<PathBuf>,
+    /// A directory for every bridge process's and NATS node's log
+    /// (`CHAOS_LOGS`), written when the soak ends or fails a wait.
+    pub logs: Option<PathBuf>,
 }
 
 impl SoakOptions {
@@ -89,6 +92,7 @@ impl SoakOptions {
             rounds: var("CHAOS_ROUNDS").unwrap_or(rounds).max(1),
             rate: var("CHAOS_RATE").unwrap_or(rate).max(1),
             report: std::env::var_os("CHAOS_REPORT").map(PathBuf::from),
+            logs: std::env::var_os("CHAOS_LOGS").map(PathBuf::from),
         }
     }
 }
@@ -146,6 +150,7 @@ pub async fn run(options: SoakOptions) -> Report {
         tail: Tail::start(js.clone(), STREAM.to_owned()),
         traffic: Traffic::start(Arc::clone(&sim), SHARDS, options.rate),
         rows: BTreeMap::new(),
+        logs: options.logs.clone(),
         expected_identifies: 0,
         surprises: Vec::new(),
         notes: Vec::new(),
@@ -197,6 +202,7 @@ pub async fn run(options: SoakOptions) -> Report {
     })
     .await;
     soak.fleet.stop_all().await;
+    soak.write_logs();
     let stored = read_all(&soak.js, STREAM).await;
     let (refusals, violations, identifies) = soak.sim.read(|s| {
         (
@@ -248,6 +254,7 @@ pub(super) struct Soak {
     pub(super) tail: Tail,
     pub(super) traffic: Traffic,
     pub(super) rows: BTreeMap<Fault, Vec<Duration>>,
+    pub(super) logs: Option<PathBuf>,
     pub(super) expected_identifies: usize,
     pub(super) surprises: Vec<String>,
     pub(super) notes: Vec<String>,
@@ -275,7 +282,19 @@ impl Soak {
         }
     }
 
+    /// With `CHAOS_LOGS`, writes every process's and node's log there.
+    fn write_logs(&self) {
+        let Some(dir) = &self.logs else { return };
+        self.fleet.write_logs(dir);
+        for (i, node) in self.cluster.nodes.iter().enumerate() {
+            let path = dir.join(format!("nats-n{}.log", i + 1));
+            std::fs::write(&path, node.log())
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        }
+    }
+
     pub(super) fn diagnose(&self, what: &str, timeout: Duration) -> String {
+        self.write_logs();
         let sim = self.sim.read(|s| {
             let shards: Vec<String> = (0..SHARDS)
                 .map(|shard| {
