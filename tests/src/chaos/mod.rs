@@ -7,7 +7,10 @@
 //! ([`audit`]) with what was sent, what the simulator refused to deliver or
 //! replay, and what the bridge reported lost on its status subject:
 //! nothing may be lost unless both sides account for it, nothing stored
-//! twice or out of order, and no process may exit on its own.
+//! twice, no session started that no fault called for, no Discord rule
+//! broken, and no process may exit on its own. Events stored out of
+//! Discord's order are counted (a publish lost in a NATS failover is stored
+//! when retried, after those pipelined behind it).
 //!
 //! * [`faults`] — the fault kinds and the seeded schedule;
 //! * [`soak`] — the driver: [`run`] with [`SoakOptions`] (`CHAOS_*`);
