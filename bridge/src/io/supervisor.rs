@@ -69,6 +69,8 @@ pub(crate) struct ShardContext {
 }
 
 struct Running {
+    /// Tells this unit's end from that of an earlier unit of the shard.
+    generation: u64,
     cancel: CancellationToken,
     /// Cleared when the lease was lost: the unit then writes no final
     /// checkpoint over its successor's.
@@ -93,8 +95,12 @@ pub struct Bridge {
     root: CancellationToken,
     shutdown: CancellationToken,
     shards: HashMap<ShardId, Running>,
-    done_tx: mpsc::UnboundedSender<(ShardId, ShardEnd)>,
-    done_rx: mpsc::UnboundedReceiver<(ShardId, ShardEnd)>,
+    done_tx: mpsc::UnboundedSender<UnitEnd>,
+    done_rx: mpsc::UnboundedReceiver<UnitEnd>,
+    /// Units stopped because their lease was lost, still draining their
+    /// publisher; the shard is not started again here before they end.
+    draining: HashMap<ShardId, JoinHandle<Option<ShardEnd>>>,
+    generations: u64,
     client: async_nats::Client,
     status_stop: CancellationToken,
     services: Vec<JoinHandle<Option<()>>>,
@@ -130,6 +136,8 @@ impl Bridge {
             shards: HashMap::new(),
             done_tx,
             done_rx,
+            draining: HashMap::new(),
+            generations: 0,
             client,
             status_stop,
             services,
@@ -170,6 +178,12 @@ impl Bridge {
         if self.shards.contains_key(&shard) || self.root.is_cancelled() {
             return false;
         }
+        if self.draining.get(&shard).is_some_and(|u| !u.is_finished()) {
+            return false;
+        }
+        self.draining.remove(&shard);
+        self.generations += 1;
+        let generation = self.generations;
         let cancel = self.root.child_token();
         let keep_checkpoint = Arc::new(AtomicBool::new(true));
         let handover = self.coord.as_ref().map(|c| Handover {
@@ -184,6 +198,7 @@ impl Bridge {
                 self.tasks.clone(),
                 Unit {
                     shard,
+                    generation,
                     cancel: cancel.clone(),
                     resume,
                     handover,
@@ -195,6 +210,7 @@ impl Bridge {
         self.shards.insert(
             shard,
             Running {
+                generation,
                 cancel,
                 keep_checkpoint,
                 unit,
@@ -245,7 +261,7 @@ impl Bridge {
     /// leases lapsed, while a standby may take them. So each request gets at
     /// most the time left until the earliest such moment
     /// ([`ownership::request_budget`]), renewals go before acquisitions, and
-    /// the shards to stop are all cancelled before any is awaited.
+    /// the shards to stop are cancelled without waiting for them to drain.
     pub(crate) async fn coordinate(&mut self) {
         let Some(mut c) = self.coord.take() else {
             return;
@@ -291,16 +307,15 @@ impl Bridge {
         for shard in &lost {
             c.leases.remove(shard);
         }
-        let stopping: Vec<_> = lost
-            .iter()
-            .filter_map(|shard| self.shards.remove(shard))
-            .collect();
-        for running in &stopping {
-            running.keep_checkpoint.store(false, Ordering::Relaxed);
-            running.cancel.cancel();
-        }
-        for running in stopping {
-            let _ = running.unit.await;
+        // Their gateway connections close at once; their publishers drain
+        // on their own (up to the drain timeout, with NATS away), so the
+        // lease loop goes on renewing the other shards meanwhile.
+        for shard in &lost {
+            if let Some(running) = self.shards.remove(shard) {
+                running.keep_checkpoint.store(false, Ordering::Relaxed);
+                running.cancel.cancel();
+                self.draining.insert(*shard, running.unit);
+            }
         }
         for &shard in &lost {
             self.announce(
@@ -311,8 +326,13 @@ impl Bridge {
             );
         }
         for &shard in &wanted {
+            let drained = self
+                .draining
+                .get(&shard)
+                .is_none_or(JoinHandle::is_finished);
             if c.leases.contains_key(&shard)
                 || self.shards.contains_key(&shard)
+                || !drained
                 || self.root.is_cancelled()
             {
                 continue;
@@ -410,11 +430,13 @@ impl Bridge {
                 () = self.shutdown.cancelled() => break,
                 () = failed.cancelled() => break,
                 _ = ticks.tick(), if self.coord.is_some() => self.coordinate().await,
-                Some((shard, end)) = self.done_rx.recv() => {
-                    // A unit stopped with stop_shard has already been removed.
-                    if self.shards.remove(&shard).is_none() {
+                Some(UnitEnd { shard, generation, end }) = self.done_rx.recv() => {
+                    // A unit stopped with stop_shard or for a lost lease has
+                    // already been removed (and another may run the shard).
+                    if self.shards.get(&shard).is_none_or(|r| r.generation != generation) {
                         continue;
                     }
+                    self.shards.remove(&shard);
                     self.release(shard).await;
                     match end {
                         ShardEnd::Fatal { code, message } => {
@@ -457,6 +479,9 @@ impl Bridge {
             let _ = running.unit.await;
             self.release(shard).await;
         }
+        for (_, unit) in self.draining.drain() {
+            let _ = unit.await;
+        }
         // The shards are gone: the last handles on the status publisher go
         // with the context, so it flushes and ends.
         self.ctx = None;
@@ -479,9 +504,17 @@ impl Bridge {
     }
 }
 
+/// How a shard's unit ended, sent to [`Bridge::wait`].
+struct UnitEnd {
+    shard: ShardId,
+    generation: u64,
+    end: ShardEnd,
+}
+
 /// One shard to run.
 struct Unit {
     shard: ShardId,
+    generation: u64,
     cancel: CancellationToken,
     resume: Option<Resume>,
     handover: Option<Handover>,
@@ -493,10 +526,11 @@ async fn run_unit(
     ctx: Arc<ShardContext>,
     tasks: Tasks,
     unit: Unit,
-    done: mpsc::UnboundedSender<(ShardId, ShardEnd)>,
+    done: mpsc::UnboundedSender<UnitEnd>,
 ) -> Result<ShardEnd, TaskError> {
     let Unit {
         shard,
+        generation,
         cancel,
         resume,
         handover,
@@ -572,7 +606,11 @@ async fn run_unit(
     if let Some(task) = checkpoints {
         let _ = task.await;
     }
-    let _ = done.send((shard, end.clone()));
+    let _ = done.send(UnitEnd {
+        shard,
+        generation,
+        end: end.clone(),
+    });
     Ok(end)
 }
 
