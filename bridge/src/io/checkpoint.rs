@@ -141,12 +141,15 @@ mod tests {
         })
     }
 
+    /// The checkpoints written: when, session, seq.
+    type Written = Arc<Mutex<Vec<(Instant, String, u64)>>>;
+
     /// Runs the loop over a mark channel; returns the sender, the stop
-    /// token and the checkpoints written with the time each was written.
+    /// token, the checkpoints written and the loop's task.
     fn start() -> (
         watch::Sender<Option<SessionMark>>,
         CancellationToken,
-        Arc<Mutex<Vec<(Instant, String, u64)>>>,
+        Written,
         tokio::task::JoinHandle<()>,
     ) {
         let (tx, rx) = watch::channel(None);
