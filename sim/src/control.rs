@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+use tokio::time::Instant;
 
 use super::Simulator;
 use super::config::HttpFault;
 use super::flood::{Flood, FloodHandle, FloodRun};
 use super::protocol::HEARTBEAT_REQUEST;
-use super::record::ConnId;
+use super::record::{ConnId, Dispatched, RefusalCause};
 use super::state::{Command, Inner, RawFrame};
 use crate::shard::shard_for_guild;
 
@@ -23,6 +24,22 @@ impl Simulator {
     pub fn dispatch(&self, shard: u32, t: &str, d: Value) -> Option<u64> {
         let capacity = self.shared.config.replay_capacity;
         self.shared.with(|i| i.dispatch(shard, t, d, capacity))
+    }
+
+    /// Like [`dispatch`](Self::dispatch), and also says which session took
+    /// the dispatch, so a test can tell later whether it was delivered,
+    /// replayed or [refused](crate::RefusalRecord).
+    pub fn dispatch_tracked(&self, shard: u32, t: &str, d: Value) -> Option<Dispatched> {
+        let capacity = self.shared.config.replay_capacity;
+        self.shared.with(|i| {
+            let session_id = i.state.session_of(shard)?.id.clone();
+            let seq = i.dispatch(shard, t, d, capacity)?;
+            Some(Dispatched {
+                shard,
+                session_id,
+                seq,
+            })
+        })
     }
 
     /// Dispatches on the shard that serves `guild_id` (`None`: a DM, which
@@ -182,14 +199,21 @@ fn shard_total(inner: &Inner, fallback: u32) -> u32 {
         .map_or(fallback, |s| s.shard.total)
 }
 
+/// Ends the current session of `shard`. A connection still attached sends
+/// what was dispatched so far before it is told (op 9 or a close queued
+/// with a flush limit); without one, what it was not sent is refused.
 fn invalidate(inner: &mut Inner, shard: u32) -> bool {
-    let Some(id) = inner.state.shard_sessions.get(&shard) else {
+    let Some(session) = inner.state.session_of(shard) else {
         return false;
     };
-    inner
-        .state
-        .sessions
-        .get_mut(id)
-        .map(|s| s.invalidated = true)
-        .is_some()
+    let id = session.id.clone();
+    let sent = if session
+        .attached
+        .is_some_and(|c| inner.live.contains_key(&c))
+    {
+        session.seq
+    } else {
+        session.delivered
+    };
+    inner.end_session(&id, sent, RefusalCause::EndedByServer, Instant::now())
 }

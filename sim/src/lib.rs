@@ -84,9 +84,9 @@ pub use compress::Compression;
 pub use config::{HttpFault, SimConfig, SimTls};
 pub use flood::{Flood, FloodEvent, FloodHandle, FloodReport};
 pub use record::{
-    ClientPayload, CloseInfo, Closer, ConnId, ConnectionRecord, Dispatch, Endpoint,
-    HeartbeatRecord, HttpRecord, IdentifyRecord, Outcome, ResumeRecord, Session, SimState,
-    Violation, ViolationRecord,
+    ClientPayload, CloseInfo, Closer, ConnId, ConnectionRecord, Dispatch, Dispatched, Endpoint,
+    HeartbeatRecord, HttpRecord, IdentifyRecord, Outcome, RefusalCause, RefusalRecord,
+    ResumeRecord, Session, SimState, Violation, ViolationRecord,
 };
 pub use shard::{ShardId, shard_for_guild};
 pub use state::RawFrame;

@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use super::config::SimConfig;
 use super::events;
 use super::record::{
-    ClientPayload, ConnId, HeartbeatRecord, IdentifyRecord, Outcome, ResumeRecord, Session,
-    Violation, push_capped,
+    ClientPayload, ConnId, HeartbeatRecord, IdentifyRecord, Outcome, RefusalCause, ResumeRecord,
+    Session, Violation, push_capped,
 };
 use super::state::{Command, Inner};
 use crate::intents::{KNOWN_BITS, PRIVILEGED};
@@ -325,6 +325,7 @@ fn start_session(
             shard,
             intents: intents.unwrap_or(0),
             seq: 0,
+            delivered: 0,
             history: Default::default(),
             invalidated: false,
             attached: None,
@@ -382,6 +383,8 @@ fn resume_session(
         return invalid();
     };
     if session.invalidated {
+        let refused = session.refused_after(seq, RefusalCause::ResumeRefused, record.at);
+        inner.state.refusals.extend(refused);
         return invalid();
     }
     if seq > session.seq {
@@ -396,6 +399,8 @@ fn resume_session(
         // The dispatches the client missed are gone: like a session Discord
         // can no longer replay.
         session.invalidated = true;
+        let refused = session.refused_after(seq, RefusalCause::ReplayEvicted, record.at);
+        inner.state.refusals.extend(refused);
         return invalid();
     }
     let replayed = session.seq - seq;

@@ -218,6 +218,63 @@ pub enum Violation {
     },
 }
 
+/// A dispatch the simulator accepted
+/// ([`Simulator::dispatch_tracked`](super::Simulator::dispatch_tracked)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatched {
+    /// The shard.
+    pub shard: u32,
+    /// The session it belongs to.
+    pub session_id: String,
+    /// Its sequence number in that session.
+    pub seq: u64,
+}
+
+/// Why the simulator will never send some dispatches of a session again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalCause {
+    /// A RESUME of a session that had ended: answered with op 9 `false`.
+    ResumeRefused,
+    /// A RESUME from further back than the replay buffer reaches: answered
+    /// with op 9 `false`, and the session ended.
+    ReplayEvicted,
+    /// The simulator ended the session (op 9 `false`, a close code that
+    /// ends sessions, an expiry) before it had sent these dispatches.
+    EndedByServer,
+    /// The client ended the session (close 1000/1001) before these
+    /// dispatches were sent.
+    EndedByClient,
+}
+
+/// Dispatches of a session that the simulator refused to deliver or replay:
+/// what a client of the real Discord loses for good. A RESUME refusal covers
+/// everything after the sequence the client resumed from (some of it may
+/// have reached the client earlier); an ended session covers what no
+/// connection was sent. Empty ranges are not recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalRecord {
+    /// The session.
+    pub session_id: String,
+    /// Its shard.
+    pub shard: u32,
+    /// The first sequence number refused.
+    pub from: u64,
+    /// The last sequence number refused (the session's last dispatch).
+    pub to: u64,
+    /// Why.
+    pub cause: RefusalCause,
+    /// When.
+    pub at: Instant,
+}
+
+impl RefusalRecord {
+    /// Whether `seq` of `session_id` is in this range.
+    #[must_use]
+    pub fn covers(&self, session_id: &str, seq: u64) -> bool {
+        self.session_id == session_id && (self.from..=self.to).contains(&seq)
+    }
+}
+
 /// A violation and when it happened.
 #[derive(Debug, Clone)]
 pub struct ViolationRecord {
@@ -310,6 +367,8 @@ pub struct Session {
     pub intents: u64,
     /// The last sequence number it dispatched.
     pub seq: u64,
+    /// The highest sequence number written to any of its connections.
+    pub delivered: u64,
     /// The most recent dispatches (at most `replay_capacity`).
     pub history: VecDeque<Dispatch>,
     /// Invalidated sessions cannot be resumed (op 9 `false`).
@@ -324,6 +383,24 @@ impl Session {
     /// The dispatches after `seq`, as a resuming client would get them.
     pub fn after(&self, seq: u64) -> impl Iterator<Item = &Dispatch> {
         self.history.iter().filter(move |d| d.seq > seq)
+    }
+
+    /// Its dispatches after `seq`, refused for `cause`; `None` when there
+    /// are none.
+    pub(crate) fn refused_after(
+        &self,
+        seq: u64,
+        cause: RefusalCause,
+        at: Instant,
+    ) -> Option<RefusalRecord> {
+        (self.seq > seq).then(|| RefusalRecord {
+            session_id: self.id.clone(),
+            shard: self.shard.id,
+            from: seq + 1,
+            to: self.seq,
+            cause,
+            at,
+        })
     }
 }
 
@@ -346,6 +423,8 @@ pub struct SimState {
     pub http: VecDeque<HttpRecord>,
     /// Broken rules.
     pub violations: Vec<ViolationRecord>,
+    /// Dispatches refused for good, in order (see [`RefusalRecord`]).
+    pub refusals: Vec<RefusalRecord>,
     /// Sessions by id.
     pub sessions: BTreeMap<String, Session>,
     /// The current session of each shard id (the last one READY or RESUMED).

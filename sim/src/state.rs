@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use super::config::{HttpFault, SimConfig};
 use super::flood::FloodRun;
 use super::record::{
-    CloseInfo, Closer, ConnId, ConnectionRecord, Dispatch, SimState, Violation, ViolationRecord,
+    CloseInfo, Closer, ConnId, ConnectionRecord, Dispatch, RefusalCause, SimState, Violation,
+    ViolationRecord,
 };
 
 /// A frame sent as is, bypassing the connection's compressor.
@@ -140,6 +141,7 @@ impl Inner {
             (Closer::Server, Some(code)) => invalidates_session(code),
             _ => false,
         };
+        let (by, at) = (info.by, info.at);
         if let Some(record) = self.state.connections.get_mut(&conn)
             && record.closed.is_none()
         {
@@ -148,15 +150,45 @@ impl Inner {
         let Some(live) = self.live.remove(&conn) else {
             return;
         };
-        if let Some(s) = live.served.and_then(|id| self.state.sessions.get_mut(&id)) {
-            if s.attached == Some(conn) {
-                s.attached = None;
-            }
-            // Unless another connection has resumed it meanwhile.
-            if ends_session && s.attached.is_none() {
-                s.invalidated = true;
-            }
+        let Some(id) = live.served else {
+            return;
+        };
+        let Some(s) = self.state.sessions.get_mut(&id) else {
+            return;
+        };
+        if s.attached == Some(conn) {
+            s.attached = None;
         }
+        // Unless another connection has resumed it meanwhile.
+        if ends_session && s.attached.is_none() {
+            let cause = match by {
+                Closer::Client => RefusalCause::EndedByClient,
+                _ => RefusalCause::EndedByServer,
+            };
+            let delivered = s.delivered;
+            self.end_session(&id, delivered, cause, at);
+        }
+    }
+
+    /// Ends a session for good (a RESUME of it gets op 9 `false`) and
+    /// records its dispatches after `sent` (those no connection was or will
+    /// be sent) as refused; returns whether the session exists.
+    pub(crate) fn end_session(
+        &mut self,
+        id: &str,
+        sent: u64,
+        cause: RefusalCause,
+        at: Instant,
+    ) -> bool {
+        let Some(s) = self.state.sessions.get_mut(id) else {
+            return false;
+        };
+        if !s.invalidated {
+            s.invalidated = true;
+            let refused = s.refused_after(sent, cause, at);
+            self.state.refusals.extend(refused);
+        }
+        true
     }
 
     /// Detaches a connection from its session (after op 7 / op 9): later
@@ -249,7 +281,7 @@ impl Inner {
         let Some(session) = live
             .session
             .as_ref()
-            .and_then(|id| self.state.sessions.get(id))
+            .and_then(|id| self.state.sessions.get_mut(id))
         else {
             return Ok(Vec::new());
         };
@@ -269,6 +301,7 @@ impl Inner {
             .map(Dispatch::to_json)
             .collect();
         live.delivered = session.seq.min(limit).max(live.delivered);
+        session.delivered = session.delivered.max(live.delivered);
         Ok(out)
     }
 
@@ -310,6 +343,7 @@ impl Inner {
             session.history.pop_front();
         }
         live.delivered = session.seq;
+        session.delivered = session.seq;
         (out, first)
     }
 

@@ -17,13 +17,16 @@
 //! * [`tls`] — a CA, server and client certificates generated per test;
 //! * [`scrape`] — GETs to the bridge's operations endpoint, and a strict
 //!   reader of the Prometheus text it serves;
-//! * [`workspace`] — where the workspace, its target dir and `.tools` are.
+//! * [`workspace`] — where the workspace, its target dir and `.tools` are;
+//! * [`chaos`] — the chaos soak: every fault at once, every event accounted
+//!   for.
 //!
 //! The `nats-server` binary is found through `NATS_SERVER_BIN`, then
 //! `<workspace>/.tools/bin/nats-server` (installed by `scripts/test`), then
 //! `PATH`. Tests fail rather than skip when it is missing: a skipped test
 //! guards nothing.
 
+pub mod chaos;
 pub mod jetstream;
 pub mod nats;
 pub mod process;

@@ -15,6 +15,7 @@
 //!   the metrics; [`http`] / [`metrics`] / [`observe`] — the operations
 //!   endpoint (`/metrics`, `/healthz`, `/readyz`).
 
+pub(crate) mod checkpoint;
 pub(crate) mod commands;
 pub(crate) mod core_sink;
 pub(crate) mod discovery;

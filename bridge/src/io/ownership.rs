@@ -54,6 +54,19 @@ pub(crate) fn stop_margin(lease: Duration) -> Duration {
     2 * tick(lease)
 }
 
+/// How long a KV request may take while a lease is held, `since_renewal`
+/// after its last successful renewal was sent: at most `cap`, and never past
+/// the moment the shard must stop (the lease minus [`stop_margin`]). Zero:
+/// stop the shard now. A request that does not answer (NATS gone or paused)
+/// must not keep its shard running past its lease.
+#[must_use]
+pub(crate) fn request_budget(lease: Duration, since_renewal: Duration, cap: Duration) -> Duration {
+    lease
+        .saturating_sub(stop_margin(lease))
+        .saturating_sub(since_renewal)
+        .min(cap)
+}
+
 /// Who owns a lease: process, host, since when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
@@ -293,6 +306,13 @@ impl ShardStore {
         lease.renewed.elapsed() + stop_margin(self.lease) >= self.lease
     }
 
+    /// How long a KV request may take while `lease` is held: see
+    /// [`request_budget`].
+    #[must_use]
+    pub(crate) fn request_budget(&self, lease: &Lease, cap: Duration) -> Duration {
+        request_budget(self.lease, lease.renewed.elapsed(), cap)
+    }
+
     /// When a held lease should be renewed: three times per period.
     #[must_use]
     pub(crate) fn renew_due(&self, lease: &Lease) -> bool {
@@ -450,4 +470,37 @@ pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_request_outlives_the_moment_the_shard_must_stop() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let cap = s(2);
+        // lease, since the last renewal, budget
+        let table = [
+            // A 2 s lease: ticks of 400 ms, stop 800 ms before it lapses.
+            (s(2), ms(0), ms(1200)),
+            (s(2), ms(800), ms(400)),
+            (s(2), ms(1200), ms(0)),
+            (s(2), s(5), ms(0)),
+            // The default 10 s lease: ticks of 1 s; the cap applies first.
+            (s(10), ms(3400), cap),
+            (s(10), ms(7000), s(1)),
+            (s(10), s(8), ms(0)),
+        ];
+        for (lease, since, budget) in table {
+            assert_eq!(
+                request_budget(lease, since, cap),
+                budget,
+                "lease {lease:?}, {since:?} since the last renewal"
+            );
+            // A zero budget is exactly the point where the shard must stop.
+            assert_eq!(budget.is_zero(), since + stop_margin(lease) >= lease);
+        }
+    }
 }

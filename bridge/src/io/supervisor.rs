@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::checkpoint::{self, Handover};
 use super::commands::Routes;
 use super::core_sink::CoreSink;
 use super::http::HttpServer;
@@ -40,7 +41,7 @@ use super::outbox::Outbox;
 use super::ownership::{self, Checkpoint, Lease, Owner, ShardStore};
 use super::publisher::{self, PublisherConfig, Target};
 use super::reports::{Reports, ShardReporter};
-use super::shard::{self, SessionMark, ShardEnd, ShardIo};
+use super::shard::{self, ShardEnd, ShardIo};
 use super::tasks::{TaskError, TaskId, Tasks};
 use crate::config::Config;
 use crate::error::RunError;
@@ -58,9 +59,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// handshakes, the status publisher) may delay the end of the process.
 const STRAGGLERS: Duration = Duration::from_secs(5);
 /// A KV operation of the lease loop that takes longer counts as failed.
-const KV_TIMEOUT: Duration = Duration::from_secs(2);
-/// The checkpoint is written at most this often ("about a second behind").
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+pub(super) const KV_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything a shard needs that the process shares.
 pub(crate) struct ShardContext {
@@ -79,6 +78,8 @@ pub(crate) struct ShardContext {
 }
 
 struct Running {
+    /// Tells this unit's end from that of an earlier unit of the shard.
+    generation: u64,
     cancel: CancellationToken,
     /// Cleared when the lease was lost: the unit then writes no final
     /// checkpoint over its successor's.
@@ -103,8 +104,12 @@ pub struct Bridge {
     root: CancellationToken,
     shutdown: CancellationToken,
     shards: HashMap<ShardId, Running>,
-    done_tx: mpsc::UnboundedSender<(ShardId, ShardEnd)>,
-    done_rx: mpsc::UnboundedReceiver<(ShardId, ShardEnd)>,
+    done_tx: mpsc::UnboundedSender<UnitEnd>,
+    done_rx: mpsc::UnboundedReceiver<UnitEnd>,
+    /// Units stopped because their lease was lost, still draining their
+    /// publisher; the shard is not started again here before they end.
+    draining: HashMap<ShardId, JoinHandle<Option<ShardEnd>>>,
+    generations: u64,
     client: async_nats::Client,
     status_stop: CancellationToken,
     services: Vec<JoinHandle<Option<()>>>,
@@ -143,6 +148,8 @@ impl Bridge {
             shards: HashMap::new(),
             done_tx,
             done_rx,
+            draining: HashMap::new(),
+            generations: 0,
             client,
             status_stop,
             services,
@@ -204,6 +211,12 @@ impl Bridge {
         if self.shards.contains_key(&shard) || self.root.is_cancelled() {
             return false;
         }
+        if self.draining.get(&shard).is_some_and(|u| !u.is_finished()) {
+            return false;
+        }
+        self.draining.remove(&shard);
+        self.generations += 1;
+        let generation = self.generations;
         let cancel = self.root.child_token();
         let keep_checkpoint = Arc::new(AtomicBool::new(true));
         let handover = self.coord.as_ref().map(|c| Handover {
@@ -218,6 +231,7 @@ impl Bridge {
                 self.tasks.clone(),
                 Unit {
                     shard,
+                    generation,
                     cancel: cancel.clone(),
                     resume,
                     handover,
@@ -229,6 +243,7 @@ impl Bridge {
         self.shards.insert(
             shard,
             Running {
+                generation,
                 cancel,
                 keep_checkpoint,
                 unit,
@@ -271,65 +286,111 @@ impl Bridge {
 
     /// One round of the lease loop: renew what is held (stopping what can
     /// no longer be held), take what lapsed.
+    ///
+    /// No KV request may hold the loop past the moment a held shard must
+    /// stop: a request to a NATS that does not answer (gone, partitioned,
+    /// paused) only fails at its timeout, and one per shard in a row, each
+    /// as long as a short lease, would let the shards run on after their
+    /// leases lapsed, while a standby may take them. So each request gets at
+    /// most the time left until the earliest such moment
+    /// ([`ownership::request_budget`]), renewals go before acquisitions, and
+    /// the shards to stop are cancelled without waiting for them to drain.
     pub(crate) async fn coordinate(&mut self) {
         let Some(mut c) = self.coord.take() else {
             return;
         };
         let mut lost = Vec::new();
         let mut taken = Vec::new();
-        for &shard in &c.wanted {
-            if let Some(lease) = c.leases.get_mut(&shard) {
-                if !c.store.renew_due(lease) {
-                    continue;
+        let wanted = c.wanted.clone();
+        for &shard in &wanted {
+            let Some(lease) = c.leases.get_mut(&shard) else {
+                continue;
+            };
+            if !c.store.renew_due(lease) {
+                continue;
+            }
+            let budget = c.store.request_budget(lease, KV_TIMEOUT);
+            if budget.is_zero() {
+                tracing::error!(shard = %shard, "no time left to renew the shard lease before it expires; stopping the shard so it never runs twice");
+                lost.push(shard);
+                continue;
+            }
+            match tokio::time::timeout(budget, c.store.renew(lease, &c.owner)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    tracing::error!(shard = %shard, "another process holds this shard's lease; stopping the shard here");
+                    lost.push(shard);
                 }
-                match tokio::time::timeout(KV_TIMEOUT, c.store.renew(lease, &c.owner)).await {
-                    Ok(Ok(true)) => {}
-                    Ok(Ok(false)) => {
-                        tracing::error!(shard = %shard, "another process holds this shard's lease; stopping the shard here");
-                        lost.push(shard);
-                    }
-                    Ok(Err(e)) if c.store.must_stop(lease) => {
-                        tracing::error!(shard = %shard, error = %e, "cannot renew the shard lease before it expires; stopping the shard so it never runs twice");
-                        lost.push(shard);
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(shard = %shard, error = %e, "cannot renew the shard lease; retrying")
-                    }
-                    Err(_) if c.store.must_stop(lease) => {
-                        tracing::error!(shard = %shard, "renewing the shard lease timed out until it nearly expired; stopping the shard so it never runs twice");
-                        lost.push(shard);
-                    }
-                    Err(_) => {
-                        tracing::warn!(shard = %shard, "renewing the shard lease timed out; retrying")
-                    }
+                Ok(Err(e)) if c.store.must_stop(lease) => {
+                    tracing::error!(shard = %shard, error = %e, "cannot renew the shard lease before it expires; stopping the shard so it never runs twice");
+                    lost.push(shard);
                 }
-            } else if !self.shards.contains_key(&shard) && !self.root.is_cancelled() {
-                match tokio::time::timeout(KV_TIMEOUT, c.store.acquire(shard, &c.owner)).await {
-                    Ok(Ok(Some(lease))) => {
-                        c.leases.insert(shard, lease);
-                        taken.push(shard);
-                    }
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(shard = %shard, error = %e, "cannot take the shard lease")
-                    }
-                    Err(_) => tracing::warn!(shard = %shard, "taking the shard lease timed out"),
+                Ok(Err(e)) => {
+                    tracing::warn!(shard = %shard, error = %e, "cannot renew the shard lease; retrying")
+                }
+                Err(_) if c.store.must_stop(lease) => {
+                    tracing::error!(shard = %shard, "renewing the shard lease timed out until it nearly expired; stopping the shard so it never runs twice");
+                    lost.push(shard);
+                }
+                Err(_) => {
+                    tracing::warn!(shard = %shard, "renewing the shard lease timed out; retrying")
                 }
             }
         }
-        for shard in lost {
-            c.leases.remove(&shard);
-            if let Some(running) = self.shards.remove(&shard) {
+        for shard in &lost {
+            c.leases.remove(shard);
+        }
+        // Their gateway connections close at once; their publishers drain
+        // on their own (up to the drain timeout, with NATS away), so the
+        // lease loop goes on renewing the other shards meanwhile.
+        for shard in &lost {
+            if let Some(running) = self.shards.remove(shard) {
                 running.keep_checkpoint.store(false, Ordering::Relaxed);
                 running.cancel.cancel();
-                let _ = running.unit.await;
+                self.draining.insert(*shard, running.unit);
             }
+        }
+        for &shard in &lost {
             self.announce(
                 &c,
                 shard,
                 "lease_lost",
                 "this process lost the shard's lease and stopped it".to_owned(),
             );
+        }
+        for &shard in &wanted {
+            let drained = self
+                .draining
+                .get(&shard)
+                .is_none_or(JoinHandle::is_finished);
+            if c.leases.contains_key(&shard)
+                || self.shards.contains_key(&shard)
+                || !drained
+                || self.root.is_cancelled()
+            {
+                continue;
+            }
+            // The shards still held must be renewed in time next round.
+            let budget = c
+                .leases
+                .values()
+                .map(|lease| c.store.request_budget(lease, KV_TIMEOUT))
+                .min()
+                .unwrap_or(KV_TIMEOUT);
+            if budget.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(budget, c.store.acquire(shard, &c.owner)).await {
+                Ok(Ok(Some(lease))) => {
+                    c.leases.insert(shard, lease);
+                    taken.push(shard);
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(shard = %shard, error = %e, "cannot take the shard lease")
+                }
+                Err(_) => tracing::warn!(shard = %shard, "taking the shard lease timed out"),
+            }
         }
         let mut starts = Vec::with_capacity(taken.len());
         for shard in taken {
@@ -402,11 +463,13 @@ impl Bridge {
                 () = self.shutdown.cancelled() => break,
                 () = failed.cancelled() => break,
                 _ = ticks.tick(), if self.coord.is_some() => self.coordinate().await,
-                Some((shard, end)) = self.done_rx.recv() => {
-                    // A unit stopped with stop_shard has already been removed.
-                    if self.shards.remove(&shard).is_none() {
+                Some(UnitEnd { shard, generation, end }) = self.done_rx.recv() => {
+                    // A unit stopped with stop_shard or for a lost lease has
+                    // already been removed (and another may run the shard).
+                    if self.shards.get(&shard).is_none_or(|r| r.generation != generation) {
                         continue;
                     }
+                    self.shards.remove(&shard);
                     self.release(shard).await;
                     match end {
                         ShardEnd::Fatal { code, message } => {
@@ -451,6 +514,9 @@ impl Bridge {
         for (shard, running) in stopping {
             let _ = running.unit.await;
             self.release(shard).await;
+        }
+        for (_, unit) in self.draining.drain() {
+            let _ = unit.await;
         }
         // The shards are gone: the last handles on the status publisher go
         // with the context, so it flushes and ends.
@@ -498,16 +564,17 @@ impl Drop for RunningMark {
     }
 }
 
-/// What the checkpoint of a coordinated shard needs.
-struct Handover {
-    store: ShardStore,
-    owner: Arc<str>,
-    keep: Arc<AtomicBool>,
+/// How a shard's unit ended, sent to [`Bridge::wait`].
+struct UnitEnd {
+    shard: ShardId,
+    generation: u64,
+    end: ShardEnd,
 }
 
 /// One shard to run.
 struct Unit {
     shard: ShardId,
+    generation: u64,
     cancel: CancellationToken,
     resume: Option<Resume>,
     handover: Option<Handover>,
@@ -519,10 +586,11 @@ async fn run_unit(
     ctx: Arc<ShardContext>,
     tasks: Tasks,
     unit: Unit,
-    done: mpsc::UnboundedSender<(ShardId, ShardEnd)>,
+    done: mpsc::UnboundedSender<UnitEnd>,
 ) -> Result<ShardEnd, TaskError> {
     let Unit {
         shard,
+        generation,
         cancel,
         resume,
         handover,
@@ -556,7 +624,8 @@ async fn run_unit(
     let checkpoints = handover.map(|h| {
         tasks.spawn(
             TaskId::shard("checkpoint", shard),
-            write_checkpoints(h, shard, marks_rx, stop_checkpoints.clone()).in_current_span(),
+            checkpoint::write_checkpoints(h, shard, marks_rx, stop_checkpoints.clone())
+                .in_current_span(),
         )
     });
     let mut machine = super::machine_config(
@@ -607,65 +676,12 @@ async fn run_unit(
     if let Some(task) = checkpoints {
         let _ = task.await;
     }
-    let _ = done.send((shard, end.clone()));
+    let _ = done.send(UnitEnd {
+        shard,
+        generation,
+        end: end.clone(),
+    });
     Ok(end)
-}
-
-/// Writes the shard's checkpoint as its session and resume point move, at
-/// most once per [`CHECKPOINT_EVERY`], and a last time when stopped —
-/// unless the lease was lost, when the successor's checkpoint is not ours
-/// to overwrite.
-async fn write_checkpoints(
-    handover: Handover,
-    shard: ShardId,
-    mut marks: watch::Receiver<Option<SessionMark>>,
-    stop: CancellationToken,
-) -> Result<(), TaskError> {
-    let mut written: Option<SessionMark> = None;
-    let mut last_write: Option<tokio::time::Instant> = None;
-    loop {
-        let stopping = tokio::select! {
-            biased;
-            () = stop.cancelled() => true,
-            changed = marks.changed() => changed.is_err(),
-        };
-        if !stopping && let Some(at) = last_write {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = tokio::time::sleep_until(at + CHECKPOINT_EVERY) => {}
-            }
-        }
-        if !handover.keep.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let current = marks.borrow_and_update().clone();
-        if let Some(mark) = current
-            && written.as_ref() != Some(&mark)
-        {
-            let checkpoint = Checkpoint {
-                session_id: mark.session_id.to_string(),
-                resume_url: mark.resume_url.clone(),
-                seq: mark.committed,
-                owner: handover.owner.to_string(),
-                at_ms: ownership::unix_ms(),
-            };
-            match tokio::time::timeout(
-                KV_TIMEOUT,
-                handover.store.write_checkpoint(shard, &checkpoint),
-            )
-            .await
-            {
-                Ok(Ok(())) => tracing::trace!(seq = mark.committed, "checkpoint written"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the shard's checkpoint"),
-                Err(_) => tracing::warn!("writing the shard's checkpoint timed out"),
-            }
-            written = Some(mark);
-            last_write = Some(tokio::time::Instant::now());
-        }
-        if stopping || stop.is_cancelled() {
-            return Ok(());
-        }
-    }
 }
 
 fn describe_takeover(checkpoint: Option<&Checkpoint>, resume: Option<&Resume>) -> String {

@@ -359,6 +359,16 @@ fn resume_from_beyond_the_replay_buffer_is_an_invalid_session() {
         vec![Action::Send(invalid_session(false).into())]
     );
     assert!(h.inner.state.sessions[&session].invalidated);
+    let refused = &h.inner.state.refusals;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (refused[0].from, refused[0].to, refused[0].cause),
+        (
+            2,
+            h.inner.state.sessions[&session].seq,
+            RefusalCause::ReplayEvicted
+        )
+    );
     assert_eq!(h.inner.dispatch(0, "MESSAGE_CREATE", json!({}), 3), None);
 }
 
@@ -382,4 +392,103 @@ fn request_guild_members_is_answered_on_the_guilds_shard_only() {
     let other = r#"{"op":8,"d":{"guild_id":"197038439483310086","query":"","limit":0}}"#;
     assert!(h.send(c, other).is_empty());
     assert_eq!(h.inner.state.sessions[&session].seq, before + 1);
+}
+
+fn close_info(
+    by: crate::record::Closer,
+    code: Option<u16>,
+    at: Instant,
+) -> crate::record::CloseInfo {
+    crate::record::CloseInfo {
+        by,
+        code,
+        reason: String::new(),
+        at,
+    }
+}
+
+#[test]
+fn a_refused_resume_records_everything_after_the_resume_point() {
+    let mut h = Harness::new(config());
+    let c = h.connect();
+    h.identify(c, [0, 2], 1);
+    let delivered = h.inner.pending(c).unwrap().len() as u64;
+    let session = h.inner.state.session_of(0).unwrap().id.clone();
+    h.inner.closed(
+        c,
+        close_info(crate::record::Closer::ClientAbort, None, h.now),
+    );
+    for n in 0..3 {
+        h.inner
+            .dispatch(0, "MESSAGE_CREATE", json!({ "n": n }), 100);
+    }
+    // Nothing was lost yet: the session still replays.
+    assert!(h.inner.state.refusals.is_empty());
+    // The session expires while the client is away: the three were never sent.
+    let last = h.inner.state.sessions[&session].seq;
+    assert!(
+        h.inner
+            .end_session(&session, delivered, RefusalCause::EndedByServer, h.now)
+    );
+    let ended = h.inner.state.refusals.clone();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(
+        (ended[0].from, ended[0].to, ended[0].cause),
+        (delivered + 1, last, RefusalCause::EndedByServer)
+    );
+    // The client resumes from further back than it was sent: all of it is refused.
+    let r = h.connect();
+    assert_eq!(
+        resume(&mut h, r, &session, 1),
+        vec![Action::Send(invalid_session(false).into())]
+    );
+    let refused = h.inner.state.refusals.last().unwrap().clone();
+    assert_eq!(
+        (refused.from, refused.to, refused.cause, refused.shard),
+        (2, last, RefusalCause::ResumeRefused, 0)
+    );
+    assert!(refused.covers(&session, last) && !refused.covers(&session, 1));
+    assert!(!refused.covers("another session", last));
+}
+
+#[test]
+fn an_ended_session_records_only_what_no_connection_was_sent() {
+    let mut h = Harness::new(config());
+    let c = h.connect();
+    h.identify(c, [0, 2], 1);
+    h.inner.pending(c).unwrap();
+    h.inner.dispatch(0, "MESSAGE_CREATE", json!({"n": 1}), 100);
+    h.inner.pending(c).unwrap();
+    // Everything was sent before the close that ends the session.
+    h.inner.closed(
+        c,
+        close_info(crate::record::Closer::Server, Some(4009), h.now),
+    );
+    assert!(h.inner.state.refusals.is_empty());
+
+    let c = h.connect();
+    h.now += Duration::from_secs(6);
+    h.identify(c, [0, 2], 1);
+    h.inner.pending(c).unwrap();
+    let session = h.inner.state.session_of(0).unwrap().id.clone();
+    let seq = h
+        .inner
+        .dispatch(0, "MESSAGE_CREATE", json!({"n": 2}), 100)
+        .unwrap();
+    // The client ends the session with 1000 before seq was sent.
+    h.inner.closed(
+        c,
+        close_info(crate::record::Closer::Client, Some(1000), h.now),
+    );
+    let refused = &h.inner.state.refusals;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(
+        (
+            refused[0].session_id.as_str(),
+            refused[0].from,
+            refused[0].to
+        ),
+        (session.as_str(), seq, seq)
+    );
+    assert_eq!(refused[0].cause, RefusalCause::EndedByClient);
 }

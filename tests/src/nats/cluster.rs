@@ -1,6 +1,7 @@
 //! A three-node nats-server cluster with JetStream, for the tests that kill
 //! a node: each node is a [`NatsServer`] with its own store, routes to the
-//! other two, and is killed and restarted on its own.
+//! other two, and is killed and restarted on its own — or all at once, for
+//! an outage of the whole NATS system.
 
 use std::time::Duration;
 
@@ -47,13 +48,49 @@ impl NatsCluster {
             nodes.push(node.await.expect("a cluster node starts"));
         }
         let cluster = Self { nodes };
-        let js = cluster.nodes[0].jetstream().await;
+        cluster.wait_quorum().await;
+        cluster
+    }
+
+    /// Waits until JetStream answers through any running node (a meta
+    /// leader was elected).
+    ///
+    /// # Panics
+    ///
+    /// When it does not within 30 s.
+    pub async fn wait_quorum(&self) {
+        let client = crate::nats::connect_any(&self.urls()).await;
+        let js = async_nats::jetstream::new(client);
         let ready = crate::eventually(QUORUM, "a JetStream meta leader", || {
             let js = js.clone();
             async move { js.query_account().await.ok().map(|_| ()) }
         });
         ready.await;
-        cluster
+    }
+
+    /// Kills every running node with SIGKILL at once: NATS is gone as a
+    /// whole. Ports and stores are kept for [`restart_all`](Self::restart_all).
+    pub fn kill9_all(&mut self) {
+        for node in &mut self.nodes {
+            if node.is_running() {
+                node.kill9();
+            }
+        }
+    }
+
+    /// Starts every stopped node again (on its port, with its store), all
+    /// at once so that they find their routes, and waits for a quorum.
+    ///
+    /// # Panics
+    ///
+    /// When a node does not come up or no quorum forms (with the logs).
+    pub async fn restart_all(&mut self) {
+        let stopped = self.nodes.iter_mut().filter_map(|n| {
+            let running = n.is_running();
+            (!running).then(|| n.restart())
+        });
+        futures_util::future::join_all(stopped).await;
+        self.wait_quorum().await;
     }
 
     /// Every node's client URL, comma-separated order kept.

@@ -519,6 +519,28 @@ impl Drop for NatsServer {
     }
 }
 
+/// A client of whichever of `urls` answers; it keeps trying while none
+/// does (requests wait meanwhile) and reconnects to any of them, or the
+/// cluster peers their servers announce, for as long as it lives.
+///
+/// # Panics
+///
+/// When an address does not parse.
+pub async fn connect_any(urls: &[String]) -> async_nats::Client {
+    let addrs: Vec<async_nats::ServerAddr> = urls
+        .iter()
+        .map(|u| {
+            u.parse()
+                .unwrap_or_else(|e| panic!("NATS address {u}: {e}"))
+        })
+        .collect();
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(addrs)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to one of {urls:?}: {e}"))
+}
+
 /// A port nothing listens on right now. Racy by nature (it is released
 /// before the server binds it); [`NatsServer`] retries on a lost race.
 pub(crate) fn free_port() -> u16 {

@@ -204,6 +204,180 @@ async fn a_process_that_cannot_renew_its_lease_stops_the_shard_then_resumes() {
     assert_eq!(bridge.wait_exit(WAIT).await.code(), Some(0));
 }
 
+/// A NATS that stops answering (frozen: requests neither succeed nor fail
+/// until they time out) must not keep shards running past their leases,
+/// however many shards the process runs: both shards of this process close
+/// their gateway connections before the lease (4 s) can lapse, counted from
+/// the freeze (the last renewal was sent before it). Found by the chaos
+/// soak: each renewal waited out a 2 s request timeout, one shard after the
+/// other, so the shards ran on for several seconds past their leases.
+#[tokio::test]
+async fn a_frozen_nats_stops_every_shard_before_its_lease_lapses() {
+    const LEASE_SECS: u64 = 4;
+    let mut stack = Stack::start_idle(StackOptions {
+        sim: SimConfig {
+            shards: 2,
+            max_concurrency: 2,
+            ..test_sim_config()
+        },
+        ..StackOptions::default()
+    })
+    .await;
+    let mut bridge = stack.spawn_binary(&[], &[("DISCORD_SHARD_LEASE_SECS", "4")]);
+    let sessions = [stack.wait_session(0).await, stack.wait_session(1).await];
+    coordinated(&bridge).await;
+    let conns: Vec<_> = stack.sim.read(|s| {
+        (0..2)
+            .map(|shard| s.connection_of(shard).map(|c| c.id))
+            .collect()
+    });
+    let frozen = tokio::time::Instant::now();
+    stack.nats.pause();
+    for conn in conns.iter().map(|c| c.expect("a connection per shard")) {
+        let closed = stack
+            .wait_sim(|s| s.connections.get(&conn).and_then(|c| c.closed.clone()))
+            .await;
+        assert_eq!(
+            (closed.by, closed.code),
+            (Closer::Client, Some(4000)),
+            "stopped resumably: {closed:?}"
+        );
+        let after = closed.at.duration_since(frozen);
+        assert!(
+            after < Duration::from_secs(LEASE_SECS),
+            "{conn} closed {after:?} after NATS froze, past its {LEASE_SECS} s lease:\n{}",
+            bridge.output()
+        );
+    }
+    stack.nats.resume();
+    for session in &sessions {
+        let resumed = stack
+            .wait_sim(|s| {
+                s.resumes
+                    .iter()
+                    .find(|r| {
+                        &r.session_id == session && matches!(r.outcome, Outcome::Resumed { .. })
+                    })
+                    .cloned()
+            })
+            .await;
+        assert_eq!(&resumed.session_id, session);
+    }
+    assert_eq!(stack.sim.identifies().len(), 2, "no new session");
+    bridge.signal(Signal::Term);
+    assert_eq!(
+        bridge.wait_exit(WAIT).await.code(),
+        Some(0),
+        "{}",
+        bridge.output()
+    );
+}
+
+/// A shard stopped because its lease was lost must not hold up the lease
+/// loop while its publisher drains: the other shards' leases still need
+/// renewing. Shard 1's lease is taken from under the process while its
+/// events cannot be stored (the agent stream is gone, so its publisher
+/// retries until the 5 s drain timeout, longer than the 4 s lease); shard 0
+/// must be renewed meanwhile and keep running. Found by the chaos soak: the
+/// loop waited for the drain, shard 0's lease came due behind it, and shard
+/// 0 ran on for seconds past its lease.
+#[tokio::test]
+async fn a_shard_stopped_for_its_lease_does_not_hold_up_the_others() {
+    let stack = Stack::start_idle(StackOptions {
+        sim: SimConfig {
+            shards: 2,
+            max_concurrency: 2,
+            ..test_sim_config()
+        },
+        ..StackOptions::default()
+    })
+    .await;
+    let mut bridge = stack.spawn_binary(&[], &[("DISCORD_SHARD_LEASE_SECS", "4")]);
+    let session_0 = stack.wait_session(0).await;
+    stack.wait_session(1).await;
+    coordinated(&bridge).await;
+    let conn_0 = stack.wait_sim(|s| s.connection_of(0).map(|c| c.id)).await;
+    let js = stack.jetstream().await;
+    let kv = js
+        .get_key_value("discord_bridge_shards")
+        .await
+        .expect("the shards bucket");
+    let lease_key = |shard: u32| {
+        let kv = kv.clone();
+        async move {
+            use futures_util::TryStreamExt as _;
+            let keys: Vec<String> = kv.keys().await.ok()?.try_collect().await.ok()?;
+            keys.into_iter()
+                .find(|k| k.starts_with("lease.") && k.ends_with(&format!(".2.{shard}")))
+        }
+    };
+    let key_0 = discord_bridge_e2e::eventually(WAIT, "shard 0's lease", || lease_key(0)).await;
+    let key_1 = discord_bridge_e2e::eventually(WAIT, "shard 1's lease", || lease_key(1)).await;
+
+    js.delete_stream(&stack.config.nats.stream)
+        .await
+        .expect("delete the agent stream");
+    let guild_1 = stack
+        .sim
+        .config()
+        .guilds
+        .iter()
+        .copied()
+        .find(|g| discord_gateway_sim::shard_for_guild(*g, 2) == 1)
+        .expect("a guild on shard 1");
+    for _ in 0..3 {
+        stack.message(Some(guild_1), "cannot be stored");
+    }
+    // Another owner takes shard 1's key: the next renewal finds it changed.
+    kv.put(
+        &key_1,
+        r#"{"id":"thief","host":"elsewhere","pid":1,"since_ms":0}"#.into(),
+    )
+    .await
+    .expect("overwrite shard 1's lease");
+    bridge
+        .wait_for_stderr("another process holds this shard's lease", WAIT)
+        .await;
+    bridge
+        .wait_for_stderr("events still buffered were not stored", WAIT)
+        .await;
+    // The drain took longer than a lease: shard 0 must have been renewed
+    // meanwhile, and be renewed still.
+    let revision = |kv: async_nats::jetstream::kv::Store, key: String| async move {
+        kv.entry(key).await.ok().flatten().map(|e| e.revision)
+    };
+    let before = revision(kv.clone(), key_0.clone())
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "shard 0's lease lapsed while shard 1 drained:\n{}",
+                bridge.output()
+            )
+        });
+    discord_bridge_e2e::eventually(WAIT, "shard 0's lease renewed", || {
+        let (kv, key) = (kv.clone(), key_0.clone());
+        async move { (revision(kv, key).await? > before).then_some(()) }
+    })
+    .await;
+    let closed = stack.sim.read(|s| s.connections[&conn_0].closed.clone());
+    assert_eq!(closed, None, "shard 0 kept running:\n{}", bridge.output());
+    assert!(
+        stack
+            .sim
+            .resumes()
+            .iter()
+            .all(|r| r.session_id != session_0),
+        "shard 0 was never stopped or taken over"
+    );
+    bridge.signal(Signal::Term);
+    assert_eq!(
+        bridge.wait_exit(WAIT).await.code(),
+        Some(0),
+        "{}",
+        bridge.output()
+    );
+}
+
 /// The session start budget is Discord's, shared in KV: with none left no
 /// IDENTIFY is sent (the wait is reported with its reason), while a RESUME,
 /// which costs nothing, still works.

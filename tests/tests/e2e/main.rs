@@ -3,6 +3,7 @@
 //! simulator, the bridge in process or as the real binary. One module per
 //! behaviour, so test names read `happy_path::…`, `signals::…`.
 
+mod chaos;
 mod close_codes;
 mod cluster;
 mod commands;
