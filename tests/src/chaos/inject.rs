@@ -13,6 +13,10 @@ use super::faults::{Fault, Recovery};
 use super::soak::{GARBAGE, RECOVERY, SHARDS, STREAM, Soak};
 use crate::wait::POLL_INTERVAL;
 
+/// Events a fault that waits for new traffic lets the generator send, if
+/// the step's share is used up already.
+const PROBE: u64 = 20;
+
 /// IDENTIFYs answered with READY.
 pub(super) fn ready(s: &SimState) -> usize {
     s.identifies
@@ -181,6 +185,7 @@ impl Soak {
         let at = Instant::now();
         self.cluster.nodes[node].kill9();
         let mark = self.traffic.state().count() + 1;
+        self.traffic.keep_going(PROBE);
         self.wait_flowing(mark, "events stored without the killed node")
             .await;
         let flowing = at.elapsed();
@@ -238,6 +243,7 @@ impl Soak {
         self.fleet.stop_all().await;
         if let Some(shard) = expire {
             let from = self.traffic.state().count() + 1;
+            self.traffic.keep_going(PROBE);
             self.wait("events dispatched while no bridge runs", RECOVERY, |s| {
                 (s.traffic.state().count_on(shard, from) >= 3).then_some(())
             })
