@@ -194,22 +194,26 @@ impl Soak {
         let deadline = Instant::now() + RECOVERY;
         loop {
             self.fleet.check();
+            // The agent stream and the shards' KV bucket, each with a leader
+            // and both other replicas current again.
             let caught_up = async {
-                let info = self
-                    .js
-                    .get_stream(STREAM)
-                    .await
-                    .ok()?
-                    .get_info()
-                    .await
-                    .ok()?;
-                let cluster = info.cluster?;
-                let peers = &cluster.replicas;
-                let current = cluster.leader.as_deref() == Some(name.as_str())
-                    || peers
-                        .iter()
-                        .any(|p| p.name == name && p.current && !p.offline);
-                (current && peers.len() == 2 && peers.iter().all(|p| p.current)).then_some(())
+                for stream in [STREAM, "KV_discord_bridge_shards"] {
+                    let info = self
+                        .js
+                        .get_stream(stream)
+                        .await
+                        .ok()?
+                        .get_info()
+                        .await
+                        .ok()?;
+                    let cluster = info.cluster?;
+                    let peers = &cluster.replicas;
+                    let ready = cluster.leader.is_some()
+                        && peers.len() == 2
+                        && peers.iter().all(|p| p.current && !p.offline);
+                    ready.then_some(())?;
+                }
+                Some(())
             };
             let attempt = tokio::time::timeout(Duration::from_secs(5), caught_up).await;
             if matches!(attempt, Ok(Some(()))) {
