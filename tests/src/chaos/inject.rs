@@ -13,6 +13,10 @@ use super::faults::{Fault, Recovery};
 use super::soak::{GARBAGE, RECOVERY, SHARDS, STREAM, Soak};
 use crate::wait::POLL_INTERVAL;
 
+/// Events a fault that waits for new traffic lets the generator send, if
+/// the step's share is used up already.
+const PROBE: u64 = 20;
+
 /// IDENTIFYs answered with READY.
 pub(super) fn ready(s: &SimState) -> usize {
     s.identifies
@@ -181,6 +185,7 @@ impl Soak {
         let at = Instant::now();
         self.cluster.nodes[node].kill9();
         let mark = self.traffic.state().count() + 1;
+        self.traffic.keep_going(PROBE);
         self.wait_flowing(mark, "events stored without the killed node")
             .await;
         let flowing = at.elapsed();
@@ -189,22 +194,26 @@ impl Soak {
         let deadline = Instant::now() + RECOVERY;
         loop {
             self.fleet.check();
+            // The agent stream and the shards' KV bucket, each with a leader
+            // and both other replicas current again.
             let caught_up = async {
-                let info = self
-                    .js
-                    .get_stream(STREAM)
-                    .await
-                    .ok()?
-                    .get_info()
-                    .await
-                    .ok()?;
-                let cluster = info.cluster?;
-                let peers = &cluster.replicas;
-                let current = cluster.leader.as_deref() == Some(name.as_str())
-                    || peers
-                        .iter()
-                        .any(|p| p.name == name && p.current && !p.offline);
-                (current && peers.len() == 2 && peers.iter().all(|p| p.current)).then_some(())
+                for stream in [STREAM, "KV_discord_bridge_shards"] {
+                    let info = self
+                        .js
+                        .get_stream(stream)
+                        .await
+                        .ok()?
+                        .get_info()
+                        .await
+                        .ok()?;
+                    let cluster = info.cluster?;
+                    let peers = &cluster.replicas;
+                    let ready = cluster.leader.is_some()
+                        && peers.len() == 2
+                        && peers.iter().all(|p| p.current && !p.offline);
+                    ready.then_some(())?;
+                }
+                Some(())
             };
             let attempt = tokio::time::timeout(Duration::from_secs(5), caught_up).await;
             if matches!(attempt, Ok(Some(()))) {
@@ -238,6 +247,7 @@ impl Soak {
         self.fleet.stop_all().await;
         if let Some(shard) = expire {
             let from = self.traffic.state().count() + 1;
+            self.traffic.keep_going(PROBE);
             self.wait("events dispatched while no bridge runs", RECOVERY, |s| {
                 (s.traffic.state().count_on(shard, from) >= 3).then_some(())
             })

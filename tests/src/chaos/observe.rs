@@ -77,7 +77,7 @@ async fn read_from(js: &Context, stream: &str, from: u64, mut f: impl FnMut(Stor
             };
             s.create_consumer(config).await.ok()?.messages().await.ok()
         };
-        let Some(mut messages) = consumer.await else {
+        let Ok(Some(mut messages)) = tokio::time::timeout(5 * SILENCE, consumer).await else {
             tokio::time::sleep(POLL_INTERVAL).await;
             continue;
         };

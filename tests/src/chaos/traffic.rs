@@ -90,6 +90,13 @@ impl Traffic {
         let mut s = self.state();
         s.allowed = s.allowed.max(total);
     }
+
+    /// Lets the generator send at least `n` more events than it has: for a
+    /// recovery that can only be seen in new events.
+    pub fn keep_going(&self, n: u64) {
+        let mut s = self.state();
+        s.allowed = s.allowed.max(s.count() + n);
+    }
 }
 
 impl Drop for Traffic {
