@@ -419,8 +419,8 @@ impl<'a> Builder<'a> {
             self.secret("nats.nkey_seed")
                 .and_then(|seed| match check_user_seed(seed.expose()) {
                     Ok(()) => Some(seed),
-                    Err(message) => {
-                        self.error("nats.nkey_seed", message);
+                    Err(e) => {
+                        self.error("nats.nkey_seed", e.to_string());
                         None
                     }
                 });

@@ -50,21 +50,25 @@ pub(super) fn check_nats_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Why an `nats.nkey_seed` value is refused. Neither message repeats the
+/// seed, and neither does the nkeys error kind quoted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum SeedError {
+    /// Not an nkey seed at all (a typo, a public key, base32 damage).
+    #[error("is not an nkey seed ({0}); give the user's seed, which starts with SU")]
+    NotASeed(String),
+    /// A seed, but of an account, operator or server key.
+    #[error("is the seed of an {0} key, not of a user; give the user's seed (SU...)")]
+    NotAUser(String),
+}
+
 /// An nkey seed of a user (`SU...`): what the server's `authorization`
-/// lists is that user's public key (`U...`). The message never repeats the
-/// seed, and neither does the nkeys error kind it quotes.
-pub(super) fn check_user_seed(seed: &str) -> Result<(), String> {
-    let pair = nkeys::KeyPair::from_seed(seed.trim()).map_err(|e| {
-        format!(
-            "is not an nkey seed ({}); give the user's seed, which starts with SU",
-            e.kind()
-        )
-    })?;
+/// lists is that user's public key (`U...`).
+pub(super) fn check_user_seed(seed: &str) -> Result<(), SeedError> {
+    let pair = nkeys::KeyPair::from_seed(seed.trim())
+        .map_err(|e| SeedError::NotASeed(e.kind().to_string()))?;
     if pair.key_pair_type() != nkeys::KeyPairType::User {
-        return Err(format!(
-            "is the seed of an {:?} key, not of a user; give the user's seed (SU...)",
-            pair.key_pair_type()
-        ));
+        return Err(SeedError::NotAUser(format!("{:?}", pair.key_pair_type())));
     }
     Ok(())
 }
@@ -123,6 +127,20 @@ pub(super) fn check_event_name(name: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_are_refused_by_kind_without_repeating_them() {
+        const BROKEN: &str = "SUAJVZAGOHNOYECZYARCXADLZ2HPXB6GXB4VFMUST7KGGYLX7GUVCJT5BA";
+        const ACCOUNT: &str = "SAAKYL6EUVVSNWQX6DLJ2I24NXGLEDADITWWKQQRAKE36BIWFAGFYCWAIU";
+        let broken = check_user_seed(BROKEN).unwrap_err();
+        assert!(matches!(broken, SeedError::NotASeed(_)), "{broken:?}");
+        let account = check_user_seed(ACCOUNT).unwrap_err();
+        assert!(matches!(account, SeedError::NotAUser(_)), "{account:?}");
+        for e in [broken, account] {
+            let text = e.to_string();
+            assert!(!text.contains(BROKEN) && !text.contains(ACCOUNT), "{text}");
+        }
+    }
 
     #[test]
     fn tokens() {
